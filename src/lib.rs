@@ -5,6 +5,7 @@
 
 use pyo3::prelude::*;
 
+pub mod awaitable;
 pub mod errors;
 
 #[pymodule]

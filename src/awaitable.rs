@@ -1,0 +1,250 @@
+//! The on-loop awaitable core shared by every primitive.
+//!
+//! asyncio's `Task` drives whatever an `await` hands it through a small
+//! protocol (see `__next__`/`send`/`throw` on a coroutine, and the future-like
+//! protocol on what it yields). This module holds the pieces every rustasync
+//! awaitable needs to speak it cheaply:
+//!
+//! * [`Step`] and [`Stepper`]: one Rust function per awaitable decides whether
+//!   an `await` is finished (`Return`) or must suspend (`Yield`). The same
+//!   function backs `__next__` and, on CPython 3.11, the `am_send` slot, so
+//!   both paths always mean the same thing.
+//! * [`complete`]: finishes a `__next__` with `StopIteration(value)` the cheap
+//!   way (`PyErr_SetObject` + NULL, never a normalised exception instance).
+//! * [`patch_am_send`]: installs `am_send` on a PyO3 type so that on 3.11 a
+//!   finished `await` returns its value without any `StopIteration` at all.
+//!   3.12+ ignore the slot for non-generators and take `__next__`.
+//! * [`Imports`]: the asyncio and contextvars objects we call, imported once.
+//! * [`call_soon`]: `loop.call_soon(cb, arg, context=ctx)` by vectorcall.
+
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyString, PyTuple};
+use pyo3::PyClass;
+
+/// What one step of an awaitable produced.
+pub enum Step {
+    /// The `await` is finished with this value.
+    Return(Py<PyAny>),
+    /// The `await` suspends; the value is handed to the driving Task
+    /// (`None` for a bare yield, or a future-like to wait on).
+    Yield(Py<PyAny>),
+}
+
+/// An awaitable whose progress is decided by one Rust function.
+pub trait Stepper: PyClass + Sync {
+    /// Advance the awaitable once (a `send(None)`).
+    fn step(slf: &Bound<'_, Self>) -> PyResult<Step>;
+}
+
+/// Finish `__next__`: `Return` raises `StopIteration(value)` the cheap way,
+/// `Yield` returns the yielded value.
+pub fn next_result(py: Python<'_>, step: Step) -> PyResult<Option<Py<PyAny>>> {
+    match step {
+        Step::Return(v) => complete(py, v),
+        Step::Yield(v) => Ok(Some(v)),
+    }
+}
+
+/// Signal `StopIteration(value)` from a `__next__` without building an
+/// exception instance (on 3.11 PyO3's `new_err` path normalises one).
+///
+/// Returns `Ok(None)`, which PyO3 turns into a NULL return; CPython then reads
+/// the pending `StopIteration` value. `None` needs no exception at all.
+pub fn complete(py: Python<'_>, value: Py<PyAny>) -> PyResult<Option<Py<PyAny>>> {
+    if value.is_none(py) {
+        return Ok(None);
+    }
+    let v = value.bind(py);
+    // Tuples and exception instances would be read as constructor arguments
+    // or as the exception itself: wrap them as CPython's generators do.
+    let needs_wrap = v.is_instance_of::<PyTuple>()
+        || unsafe { ffi::PyExceptionInstance_Check(v.as_ptr()) } != 0;
+    let arg = if needs_wrap {
+        PyTuple::new(py, [v])?.into_any().unbind()
+    } else {
+        value
+    };
+    unsafe { ffi::PyErr_SetObject(ffi::PyExc_StopIteration, arg.as_ptr()) };
+    Ok(None)
+}
+
+/// Read the value carried by a `StopIteration` (for code that drives a
+/// coroutine by hand).
+pub fn stop_iteration_value(py: Python<'_>, err: &PyErr) -> Option<Py<PyAny>> {
+    if err.is_instance_of::<PyStopIteration>(py) {
+        let v = err.value(py).getattr("value").ok()?;
+        Some(v.unbind())
+    } else {
+        None
+    }
+}
+
+#[cfg(all(not(Py_LIMITED_API), not(Py_3_12)))]
+unsafe extern "C" fn am_send<T: Stepper>(
+    iter: *mut ffi::PyObject,
+    _arg: *mut ffi::PyObject,
+    result: *mut *mut ffi::PyObject,
+) -> ffi::PySendResult {
+    let py = Python::assume_attached();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let obj = pyo3::Borrowed::from_ptr(py, iter).cast_unchecked::<T>();
+        T::step(&obj)
+    }));
+    let outcome = match outcome {
+        Ok(r) => r,
+        Err(payload) => Err(crate::errors::panic_to_pyerr(payload)),
+    };
+    match outcome {
+        Ok(Step::Return(v)) => {
+            *result = v.into_ptr();
+            ffi::PySendResult::PYGEN_RETURN
+        }
+        Ok(Step::Yield(v)) => {
+            *result = v.into_ptr();
+            ffi::PySendResult::PYGEN_NEXT
+        }
+        Err(e) => {
+            e.restore(py);
+            *result = std::ptr::null_mut();
+            ffi::PySendResult::PYGEN_ERROR
+        }
+    }
+}
+
+/// Install the `am_send` slot on `T`'s type (CPython 3.10/3.11, full API
+/// only). Elsewhere this does nothing and `__next__` serves every `await`.
+pub fn patch_am_send<T: Stepper>(py: Python<'_>) {
+    #[cfg(all(not(Py_LIMITED_API), not(Py_3_12)))]
+    unsafe {
+        let tp = py.get_type::<T>().as_type_ptr();
+        let am = (*tp).tp_as_async;
+        if !am.is_null() {
+            (*am).am_send = Some(am_send::<T>);
+            ffi::PyType_Modified(tp);
+        }
+    }
+    #[cfg(not(all(not(Py_LIMITED_API), not(Py_3_12))))]
+    let _ = py;
+}
+
+/// asyncio and contextvars objects, imported once per process.
+pub struct Imports {
+    pub get_running_loop: Py<PyAny>,
+    pub cancelled_error: Py<PyAny>,
+    pub invalid_state_error: Py<PyAny>,
+    pub copy_context: Py<PyAny>,
+    pub ensure_future: Py<PyAny>,
+    pub iscoroutine: Py<PyAny>,
+    pub isfuture: Py<PyAny>,
+    pub context_kw: Py<PyTuple>,
+}
+
+static IMPORTS: PyOnceLock<Imports> = PyOnceLock::new();
+
+impl Imports {
+    /// The cached imports.
+    pub fn get(py: Python<'_>) -> PyResult<&Imports> {
+        IMPORTS.get_or_try_init(py, || {
+            let asyncio = py.import("asyncio")?;
+            let contextvars = py.import("contextvars")?;
+            Ok(Imports {
+                get_running_loop: asyncio.getattr("get_running_loop")?.unbind(),
+                cancelled_error: asyncio.getattr("CancelledError")?.unbind(),
+                invalid_state_error: asyncio.getattr("InvalidStateError")?.unbind(),
+                copy_context: contextvars.getattr("copy_context")?.unbind(),
+                ensure_future: asyncio.getattr("ensure_future")?.unbind(),
+                iscoroutine: asyncio.getattr("iscoroutine")?.unbind(),
+                isfuture: asyncio.getattr("isfuture")?.unbind(),
+                context_kw: PyTuple::new(py, [PyString::new(py, "context")])?.unbind(),
+            })
+        })
+    }
+}
+
+/// The running event loop, or asyncio's `RuntimeError('no running event loop')`.
+pub fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    Imports::get(py)?.get_running_loop.bind(py).call0()
+}
+
+/// The running event loop, or `None` when there is none.
+pub fn running_loop_opt(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
+    let p = unsafe { ffi::PyObject_CallNoArgs(ffi_get_running_loop(py)?) };
+    if p.is_null() {
+        // Only RuntimeError is expected here; swallow it.
+        let _ = PyErr::take(py);
+        None
+    } else {
+        Some(unsafe { Bound::from_owned_ptr(py, p) })
+    }
+}
+
+fn ffi_get_running_loop(py: Python<'_>) -> Option<*mut ffi::PyObject> {
+    Imports::get(py).ok().map(|i| i.get_running_loop.as_ptr())
+}
+
+/// `callable(arg, context=ctx)` by vectorcall (as `loop.call_soon(cb, arg,
+/// context=ctx)` when `callable` is a bound `call_soon`).
+pub fn call_with_context<'py>(
+    py: Python<'py>,
+    callable: &Bound<'py, PyAny>,
+    args: &[&Bound<'py, PyAny>],
+    context: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let kw = Imports::get(py)?.context_kw.bind(py);
+    let mut argv: Vec<*mut ffi::PyObject> = Vec::with_capacity(args.len() + 2);
+    // Slot 0 is scratch space that PY_VECTORCALL_ARGUMENTS_OFFSET lets the
+    // callee use for a bound `self`.
+    argv.push(std::ptr::null_mut());
+    argv.extend(args.iter().map(|a| a.as_ptr()));
+    argv.push(context.as_ptr());
+    let nargs = args.len() | ffi::PY_VECTORCALL_ARGUMENTS_OFFSET;
+    unsafe {
+        let r = ffi::PyObject_Vectorcall(
+            callable.as_ptr(),
+            argv.as_mut_ptr().add(1),
+            nargs,
+            kw.as_ptr(),
+        );
+        Bound::from_owned_ptr_or_err(py, r)
+    }
+}
+
+/// `loop.call_soon(cb, arg, context=ctx)`.
+pub fn call_soon<'py>(
+    loop_: &Bound<'py, PyAny>,
+    cb: &Bound<'py, PyAny>,
+    arg: &Bound<'py, PyAny>,
+    context: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let py = loop_.py();
+    let call_soon = loop_.getattr(pyo3::intern!(py, "call_soon"))?;
+    call_with_context(py, &call_soon, &[cb, arg], context)?;
+    Ok(())
+}
+
+/// A `CancelledError` carrying `msg` the way asyncio builds one
+/// (`CancelledError()` for no message).
+pub fn cancelled_error(py: Python<'_>, msg: Option<&Py<PyAny>>) -> PyResult<PyErr> {
+    let cls = Imports::get(py)?.cancelled_error.bind(py);
+    let exc = match msg {
+        Some(m) if !m.is_none(py) => cls.call1((m.bind(py),))?,
+        _ => cls.call0()?,
+    };
+    Ok(PyErr::from_value(exc))
+}
+
+/// `InvalidStateError(msg)`.
+pub fn invalid_state(py: Python<'_>, msg: &str) -> PyErr {
+    match Imports::get(py).and_then(|i| i.invalid_state_error.bind(py).call1((msg,))) {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}
+
+/// A `RuntimeError` as asyncio raises it for an `await` driven wrongly.
+pub fn await_misuse() -> PyErr {
+    PyRuntimeError::new_err("await wasn't used with future")
+}
