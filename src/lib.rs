@@ -7,10 +7,15 @@ use pyo3::prelude::*;
 
 pub mod awaitable;
 pub mod errors;
+pub mod gather;
+pub mod sleep;
+pub mod timers;
 
 #[pymodule]
 fn _rustasync(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
+    sleep::register(m)?;
+    gather::register(m)?;
     Ok(())
 }

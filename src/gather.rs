@@ -1,0 +1,758 @@
+//! `rustasync.gather`: asyncio's `gather` with the bookkeeping in Rust.
+//!
+//! The outer future is a Rust future-like ([`GatheringFuture`]) with the full
+//! `asyncio.Future` API and the cancel semantics of asyncio's
+//! `_GatheringFuture`. Each child reports to it through a Rust callable, so the
+//! per-child Python `_done_callback` of stock asyncio disappears. Children
+//! that are un-started `rustasync.sleep` objects are not wrapped in Tasks at
+//! all: they go straight into the loop's timer heap.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{IntoPyDict, PyDict, PyList, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::awaitable::{self, next_result, Imports, Step, Stepper};
+use crate::sleep::Sleep;
+use crate::timers::{LoopTimers, Waker};
+
+/// The outcome of a sleep child (futures keep their own).
+enum SleepOutcome {
+    /// Waiting; holds the sleep's result.
+    Pending(Py<PyAny>),
+    Done(Py<PyAny>),
+    Cancelled(Option<Py<PyAny>>),
+}
+
+enum Child {
+    /// A Task or future; its state is read from it.
+    Future(Py<PyAny>),
+    /// An adopted `rustasync.sleep`.
+    Sleep(SleepOutcome),
+}
+
+enum State {
+    Pending,
+    Result(Py<PyAny>),
+    Exception(Py<PyAny>),
+}
+
+struct Inner {
+    state: State,
+    callbacks: Vec<(Py<PyAny>, Py<PyAny>)>,
+    children: Vec<Child>,
+    /// For each argument, the index of its (deduplicated) child.
+    arg_child: Vec<usize>,
+    nfinished: usize,
+    cancel_requested: bool,
+    /// Sleep children cancelled or expired whose report is scheduled.
+    sleep_reports: Vec<usize>,
+    log_traceback: bool,
+}
+
+/// The future returned by `rustasync.gather()`.
+///
+/// Like asyncio's `_GatheringFuture`: `cancel()` cancels every child that is
+/// not done and does not mark the future cancelled at once; the outcome comes
+/// from the children.
+#[pyclass(frozen, module = "rustasync._rustasync", name = "GatheringFuture")]
+pub struct GatheringFuture {
+    loop_: Py<PyAny>,
+    return_exceptions: bool,
+    blocking: AtomicBool,
+    inner: Mutex<Inner>,
+}
+
+/// The callable a child future reports to.
+#[pyclass(frozen, module = "rustasync._rustasync", name = "_GatherChildDone")]
+struct ChildDone {
+    outer: Py<GatheringFuture>,
+    index: usize,
+}
+
+#[pymethods]
+impl ChildDone {
+    fn __call__(&self, py: Python<'_>, _fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        GatheringFuture::child_done(self.outer.bind(py), self.index)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.outer)
+    }
+}
+
+/// The callable that delivers scheduled sleep-child reports.
+#[pyclass(frozen, module = "rustasync._rustasync", name = "_GatherSleepReports")]
+struct SleepReports {
+    outer: Py<GatheringFuture>,
+}
+
+#[pymethods]
+impl SleepReports {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let outer = self.outer.bind(py);
+        let due = std::mem::take(&mut outer.get().inner.lock().unwrap().sleep_reports);
+        for index in due {
+            GatheringFuture::child_done(outer, index)?;
+        }
+        Ok(())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.outer)
+    }
+}
+
+fn truthy(obj: &Bound<'_, PyAny>, method: &Bound<'_, pyo3::types::PyString>) -> PyResult<bool> {
+    obj.call_method0(method)?.is_truthy()
+}
+
+/// `CancelledError('' if msg is None else msg)`, as gather stores in results.
+fn cancelled_in_results(py: Python<'_>, msg: Option<&Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    let cls = Imports::get(py)?.cancelled_error.bind(py);
+    let exc = match msg {
+        Some(m) if !m.is_none(py) => cls.call1((m.bind(py),))?,
+        _ => cls.call1(("",))?,
+    };
+    Ok(exc.unbind())
+}
+
+impl GatheringFuture {
+    fn is_done(&self) -> bool {
+        !matches!(self.inner.lock().unwrap().state, State::Pending)
+    }
+
+    pub(crate) fn sleep_child_pending(&self, index: usize) -> bool {
+        matches!(
+            self.inner.lock().unwrap().children.get(index),
+            Some(Child::Sleep(SleepOutcome::Pending(_)))
+        )
+    }
+
+    /// Called by the timers when an adopted sleep expires.
+    pub(crate) fn sleep_child_expired(slf: &Bound<'_, Self>, index: usize) -> PyResult<()> {
+        let py = slf.py();
+        {
+            let mut inner = slf.get().inner.lock().unwrap();
+            match inner.children.get_mut(index) {
+                Some(Child::Sleep(outcome @ SleepOutcome::Pending(_))) => {
+                    if let SleepOutcome::Pending(v) = std::mem::replace(outcome, SleepOutcome::Done(py.None())) {
+                        *outcome = SleepOutcome::Done(v);
+                    }
+                }
+                _ => return Ok(()),
+            }
+        }
+        Self::child_done(slf, index)
+    }
+
+    /// The child's `_make_cancelled_error()`.
+    fn child_cancelled_error(&self, py: Python<'_>, index: usize) -> PyResult<Py<PyAny>> {
+        let inner = self.inner.lock().unwrap();
+        match &inner.children[index] {
+            Child::Future(f) => {
+                let f = f.clone_ref(py);
+                drop(inner);
+                Ok(f.bind(py).call_method0(intern!(py, "_make_cancelled_error"))?.unbind())
+            }
+            Child::Sleep(SleepOutcome::Cancelled(msg)) => {
+                let msg = msg.as_ref().map(|m| m.clone_ref(py));
+                drop(inner);
+                Ok(awaitable::cancelled_error(py, msg.as_ref())?.into_value(py).into_any())
+            }
+            Child::Sleep(_) => Ok(awaitable::cancelled_error(py, None)?.into_value(py).into_any()),
+        }
+    }
+
+    /// (cancelled, exception or None) of a finished child.
+    fn child_outcome(
+        &self,
+        py: Python<'_>,
+        index: usize,
+    ) -> PyResult<(bool, Option<Py<PyAny>>)> {
+        let fut = match &self.inner.lock().unwrap().children[index] {
+            Child::Future(f) => f.clone_ref(py),
+            Child::Sleep(SleepOutcome::Cancelled(_)) => return Ok((true, None)),
+            Child::Sleep(_) => return Ok((false, None)),
+        };
+        let fut = fut.bind(py);
+        if truthy(fut, intern!(py, "cancelled"))? {
+            return Ok((true, None));
+        }
+        let exc = fut.call_method0(intern!(py, "exception"))?;
+        Ok((false, (!exc.is_none()).then(|| exc.unbind())))
+    }
+
+    /// asyncio's `_done_callback`, for child `index`.
+    fn child_done(slf: &Bound<'_, Self>, index: usize) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let (nfinished, nfuts) = {
+            let mut inner = me.inner.lock().unwrap();
+            inner.nfinished += 1;
+            (inner.nfinished, inner.children.len())
+        };
+        if me.is_done() {
+            // Mark the exception retrieved.
+            let _ = me.child_outcome(py, index)?;
+            return Ok(());
+        }
+        if !me.return_exceptions {
+            let (cancelled, exc) = me.child_outcome(py, index)?;
+            if cancelled {
+                let exc = me.child_cancelled_error(py, index)?;
+                return Self::finish(slf, State::Exception(exc));
+            }
+            if let Some(exc) = exc {
+                return Self::finish(slf, State::Exception(exc));
+            }
+        }
+        if nfinished == nfuts {
+            let mut values = Vec::with_capacity(nfuts);
+            for i in 0..nfuts {
+                values.push(me.child_value(py, i)?);
+            }
+            let (arg_child, cancel_requested) = {
+                let inner = me.inner.lock().unwrap();
+                (inner.arg_child.clone(), inner.cancel_requested)
+            };
+            if cancel_requested {
+                let exc = me.child_cancelled_error(py, index)?;
+                return Self::finish(slf, State::Exception(exc));
+            }
+            let results = PyList::new(py, arg_child.iter().map(|&i| values[i].clone_ref(py)))?;
+            return Self::finish(slf, State::Result(results.into_any().unbind()));
+        }
+        Ok(())
+    }
+
+    /// The value a finished child contributes to the result list.
+    fn child_value(&self, py: Python<'_>, index: usize) -> PyResult<Py<PyAny>> {
+        let fut = match &self.inner.lock().unwrap().children[index] {
+            Child::Future(f) => f.clone_ref(py),
+            Child::Sleep(SleepOutcome::Done(v)) => return Ok(v.clone_ref(py)),
+            Child::Sleep(SleepOutcome::Cancelled(msg)) => {
+                return cancelled_in_results(py, msg.as_ref())
+            }
+            Child::Sleep(SleepOutcome::Pending(_)) => return Ok(py.None()),
+        };
+        let fut = fut.bind(py);
+        if truthy(fut, intern!(py, "cancelled"))? {
+            let msg = fut.getattr(intern!(py, "_cancel_message"))?.unbind();
+            return cancelled_in_results(py, Some(&msg));
+        }
+        let exc = fut.call_method0(intern!(py, "exception"))?;
+        if !exc.is_none() {
+            return Ok(exc.unbind());
+        }
+        Ok(fut.call_method0(intern!(py, "result"))?.unbind())
+    }
+
+    /// Complete the outer future and schedule its callbacks.
+    fn finish(slf: &Bound<'_, Self>, state: State) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let callbacks = {
+            let mut inner = me.inner.lock().unwrap();
+            if !matches!(inner.state, State::Pending) {
+                return Err(awaitable::invalid_state(py, "invalid state"));
+            }
+            inner.log_traceback = matches!(state, State::Exception(_));
+            inner.state = state;
+            std::mem::take(&mut inner.callbacks)
+        };
+        Self::schedule_callbacks(slf, callbacks)
+    }
+
+    fn schedule_callbacks(
+        slf: &Bound<'_, Self>,
+        callbacks: Vec<(Py<PyAny>, Py<PyAny>)>,
+    ) -> PyResult<()> {
+        if callbacks.is_empty() {
+            return Ok(());
+        }
+        let py = slf.py();
+        let loop_ = slf.get().loop_.bind(py);
+        let call_soon = loop_.getattr(intern!(py, "call_soon"))?;
+        for (cb, ctx) in callbacks {
+            awaitable::call_with_context(
+                py,
+                &call_soon,
+                &[cb.bind(py), slf.as_any()],
+                ctx.bind(py),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn schedule_sleep_report(slf: &Bound<'_, Self>, index: usize) -> PyResult<()> {
+        let py = slf.py();
+        let first = {
+            let mut inner = slf.get().inner.lock().unwrap();
+            inner.sleep_reports.push(index);
+            inner.sleep_reports.len() == 1
+        };
+        if first {
+            let reporter = Bound::new(py, SleepReports { outer: slf.clone().unbind() })?;
+            slf.get()
+                .loop_
+                .bind(py)
+                .call_method1(intern!(py, "call_soon"), (reporter,))?;
+        }
+        Ok(())
+    }
+
+    fn result_of(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let mut inner = self.inner.lock().unwrap();
+        match &inner.state {
+            State::Pending => Err(awaitable::invalid_state(py, "Result is not set.")),
+            State::Result(v) => Ok(v.clone_ref(py)),
+            State::Exception(e) => {
+                let e = e.clone_ref(py);
+                inner.log_traceback = false;
+                Err(PyErr::from_value(e.into_bound(py)))
+            }
+        }
+    }
+}
+
+impl Stepper for GatheringFuture {
+    fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
+        let me = slf.get();
+        if me.is_done() {
+            return Ok(Step::Return(me.result_of(slf.py())?));
+        }
+        me.blocking.store(true, Ordering::Relaxed);
+        Ok(Step::Yield(slf.clone().into_any().unbind()))
+    }
+}
+
+#[pymethods]
+impl GatheringFuture {
+    fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        next_result(slf.py(), Self::step(slf)?)
+    }
+
+    #[getter(_asyncio_future_blocking)]
+    fn asyncio_future_blocking(&self) -> bool {
+        self.blocking.load(Ordering::Relaxed)
+    }
+
+    #[setter(_asyncio_future_blocking)]
+    fn set_asyncio_future_blocking(&self, value: bool) {
+        self.blocking.store(value, Ordering::Relaxed);
+    }
+
+    #[getter(_log_traceback)]
+    fn log_traceback(&self) -> bool {
+        self.inner.lock().unwrap().log_traceback
+    }
+
+    #[setter(_log_traceback)]
+    fn set_log_traceback(&self, value: bool) -> PyResult<()> {
+        if value {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "_log_traceback can only be set to False",
+            ));
+        }
+        self.inner.lock().unwrap().log_traceback = false;
+        Ok(())
+    }
+
+    /// Always None: like asyncio's, this future is never cancelled itself;
+    /// a cancelled gather ends with a `CancelledError` exception.
+    #[getter]
+    fn _cancel_message(&self) -> Option<Py<PyAny>> {
+        None
+    }
+
+    /// The loop the future is bound to.
+    fn get_loop(&self, py: Python<'_>) -> Py<PyAny> {
+        self.loop_.clone_ref(py)
+    }
+
+    /// Whether the future is done (result, exception or cancelled).
+    fn done(&self) -> bool {
+        self.is_done()
+    }
+
+    /// Always False, as for asyncio's gathering future: cancellation ends it
+    /// with a `CancelledError` exception instead.
+    fn cancelled(&self) -> bool {
+        false
+    }
+
+    /// The list of results; raises the exception or `CancelledError`, or
+    /// `InvalidStateError` if not done.
+    fn result(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.result_of(py)
+    }
+
+    /// The exception (None if it succeeded); raises if cancelled or not done.
+    fn exception(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let mut inner = self.inner.lock().unwrap();
+        match &inner.state {
+            State::Pending => Err(awaitable::invalid_state(py, "Exception is not set.")),
+            State::Result(_) => Ok(None),
+            State::Exception(e) => {
+                let e = e.clone_ref(py);
+                inner.log_traceback = false;
+                Ok(Some(e))
+            }
+        }
+    }
+
+    /// Add a callback run with the future once it is done (scheduled with
+    /// `loop.call_soon` in `context`, or a copy of the current context).
+    #[pyo3(signature = (fn_, *, context=None))]
+    fn add_done_callback(
+        slf: &Bound<'_, Self>,
+        fn_: Py<PyAny>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let ctx = match context {
+            Some(c) if !c.is_none(py) => c,
+            _ => Imports::get(py)?.copy_context.bind(py).call0()?.unbind(),
+        };
+        let done = {
+            let mut inner = slf.get().inner.lock().unwrap();
+            if matches!(inner.state, State::Pending) {
+                inner.callbacks.push((fn_, ctx));
+                return Ok(());
+            }
+            vec![(fn_, ctx)]
+        };
+        Self::schedule_callbacks(slf, done)
+    }
+
+    /// Remove every registration of `fn`; returns how many were removed.
+    #[pyo3(signature = (fn_, /))]
+    fn remove_done_callback(&self, fn_: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let mut inner = self.inner.lock().unwrap();
+        let before = inner.callbacks.len();
+        let mut keep = Vec::with_capacity(before);
+        for (cb, ctx) in inner.callbacks.drain(..) {
+            if cb.bind(fn_.py()).eq(fn_)? {
+                continue;
+            }
+            keep.push((cb, ctx));
+        }
+        inner.callbacks = keep;
+        Ok(before - inner.callbacks.len())
+    }
+
+    /// Cancel every child that is not done. Returns True if one accepted; the
+    /// future then ends with `CancelledError` once the children report.
+    #[pyo3(signature = (msg=None))]
+    fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
+        let py = slf.py();
+        let me = slf.get();
+        if me.is_done() {
+            return Ok(false);
+        }
+        let n = me.inner.lock().unwrap().children.len();
+        let mut ret = false;
+        for i in 0..n {
+            let fut = {
+                let mut inner = me.inner.lock().unwrap();
+                match &mut inner.children[i] {
+                    Child::Future(f) => Some(f.clone_ref(py)),
+                    Child::Sleep(outcome @ SleepOutcome::Pending(_)) => {
+                        *outcome =
+                            SleepOutcome::Cancelled(msg.as_ref().map(|m| m.clone_ref(py)));
+                        None
+                    }
+                    Child::Sleep(_) => continue,
+                }
+            };
+            match fut {
+                Some(f) => {
+                    let kwargs = PyDict::new(py);
+                    kwargs.set_item(intern!(py, "msg"), msg.as_ref().map(|m| m.bind(py)))?;
+                    if f.bind(py)
+                        .call_method(intern!(py, "cancel"), (), Some(&kwargs))?
+                        .is_truthy()?
+                    {
+                        ret = true;
+                    }
+                }
+                None => {
+                    ret = true;
+                    Self::schedule_sleep_report(slf, i)?;
+                }
+            }
+        }
+        if ret {
+            me.inner.lock().unwrap().cancel_requested = true;
+        }
+        Ok(ret)
+    }
+
+    /// The `CancelledError` this future raises when cancelled.
+    fn _make_cancelled_error(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(awaitable::cancelled_error(py, None)?.into_value(py).into_any())
+    }
+
+    fn __repr__(&self) -> String {
+        let state = match &self.inner.lock().unwrap().state {
+            State::Pending => "pending",
+            State::Result(_) => "finished",
+            State::Exception(_) => "finished (exception)",
+        };
+        format!("<rustasync GatheringFuture {state}>")
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.loop_)?;
+        let Ok(inner) = self.inner.try_lock() else {
+            return Ok(());
+        };
+        match &inner.state {
+            State::Result(v) | State::Exception(v) => visit.call(v)?,
+            State::Pending => {}
+        }
+        for (cb, ctx) in &inner.callbacks {
+            visit.call(cb)?;
+            visit.call(ctx)?;
+        }
+        for c in &inner.children {
+            match c {
+                Child::Future(f) => visit.call(f)?,
+                Child::Sleep(SleepOutcome::Done(v) | SleepOutcome::Pending(v)) => visit.call(v)?,
+                Child::Sleep(SleepOutcome::Cancelled(Some(m))) => visit.call(m)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.callbacks.clear();
+            inner.children.clear();
+            inner.arg_child.clear();
+        }
+    }
+}
+
+/// How `gather` takes each argument.
+enum Kind<'py> {
+    Coroutine,
+    Sleep(Bound<'py, Sleep>),
+    Other,
+}
+
+fn classify<'py>(py: Python<'py>, arg: &Bound<'py, PyAny>) -> PyResult<Option<Kind<'py>>> {
+    if unsafe { ffi::PyCoro_CheckExact(arg.as_ptr()) } != 0 {
+        return Ok(Some(Kind::Coroutine));
+    }
+    if let Ok(s) = arg.cast::<Sleep>() {
+        if s.get().adopt() {
+            return Ok(Some(Kind::Sleep(s.clone())));
+        }
+        return Ok(Some(Kind::Other));
+    }
+    let imports = Imports::get(py)?;
+    if imports.isfuture.bind(py).call1((arg,))?.is_truthy()?
+        || imports.iscoroutine.bind(py).call1((arg,))?.is_truthy()?
+        || arg.hasattr(intern!(py, "__await__"))?
+    {
+        return Ok(Some(Kind::Other));
+    }
+    Ok(None)
+}
+
+/// Close the coroutines among `args` so they do not warn "never awaited".
+fn close_coroutines(args: &Bound<'_, PyTuple>) {
+    for a in args.iter() {
+        if unsafe { ffi::PyCoro_CheckExact(a.as_ptr()) } != 0 {
+            let _ = a.call_method0("close");
+        }
+    }
+}
+
+/// The loop for `gather`: the running one, else the loop of a future
+/// argument, else asyncio's `RuntimeError`.
+fn gather_loop<'py>(py: Python<'py>, args: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(l) = awaitable::running_loop_opt(py) {
+        return Ok(l);
+    }
+    let isfuture = Imports::get(py)?.isfuture.bind(py);
+    for a in args.iter() {
+        if isfuture.call1((&a,))?.is_truthy()? {
+            return a.call_method0(intern!(py, "get_loop"));
+        }
+    }
+    Err(PyRuntimeError::new_err("no running event loop"))
+}
+
+/// gather(*aws, return_exceptions=False)
+/// --
+///
+/// Run awaitables concurrently and return their results in argument order.
+///
+/// Like `asyncio.gather` (3.11 semantics); differences: the bookkeeping is
+/// Rust; un-started `rustasync.sleep()` arguments go straight into the loop's
+/// timer heap instead of being wrapped in Tasks; a non-awaitable argument is
+/// found before any Task is created, so nothing is left running (the
+/// coroutines among the arguments are closed); with no running loop and no
+/// future argument it raises `RuntimeError` instead of using
+/// `get_event_loop()`.
+///
+/// Coroutines are wrapped in Tasks on the running loop; a repeated argument
+/// is awaited once. The first exception propagates while the other children
+/// keep running, unless `return_exceptions=True`, where exceptions (and
+/// `CancelledError` for cancelled children) are returned in place.
+///
+/// Raises:
+///     TypeError: an argument is not awaitable.
+///     RuntimeError: no running event loop (and no future argument).
+///
+/// Cancel safety: cancelling the returned future (or the task awaiting it)
+/// cancels every child that is not done; it then ends with `CancelledError`.
+/// A child cancelled from outside makes it raise `CancelledError` (or returns
+/// one in place with `return_exceptions=True`).
+#[pyfunction]
+#[pyo3(signature = (*aws, return_exceptions=false))]
+pub fn gather<'py>(
+    py: Python<'py>,
+    aws: &Bound<'py, PyTuple>,
+    return_exceptions: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    if aws.is_empty() {
+        let loop_ = gather_loop(py, aws)?;
+        let fut = loop_.call_method0(intern!(py, "create_future"))?;
+        fut.call_method1(intern!(py, "set_result"), (PyList::empty(py),))?;
+        return Ok(fut);
+    }
+    // Classify every argument before creating anything.
+    let mut kinds = Vec::with_capacity(aws.len());
+    for a in aws.iter() {
+        match classify(py, &a)? {
+            Some(k) => kinds.push(k),
+            None => {
+                close_coroutines(aws);
+                return Err(PyTypeError::new_err(
+                    "An asyncio.Future, a coroutine or an awaitable is required",
+                ));
+            }
+        }
+    }
+    let loop_ = match gather_loop(py, aws) {
+        Ok(l) => l,
+        Err(e) => {
+            close_coroutines(aws);
+            return Err(e);
+        }
+    };
+    let outer = Bound::new(
+        py,
+        GatheringFuture {
+            loop_: loop_.clone().unbind(),
+            return_exceptions,
+            blocking: AtomicBool::new(false),
+            inner: Mutex::new(Inner {
+                state: State::Pending,
+                callbacks: Vec::new(),
+                children: Vec::with_capacity(aws.len()),
+                arg_child: Vec::with_capacity(aws.len()),
+                nfinished: 0,
+                cancel_requested: false,
+                sleep_reports: Vec::new(),
+                log_traceback: false,
+            }),
+        },
+    )?;
+    let dedup = if aws.len() > 1 { Some(PyDict::new(py)) } else { None };
+    let create_task = loop_.getattr(intern!(py, "create_task"))?;
+    let ensure_future = Imports::get(py)?.ensure_future.bind(py);
+    let mut timers: Option<Bound<'py, LoopTimers>> = None;
+    let mut now = 0.0;
+    for (arg, kind) in aws.iter().zip(kinds) {
+        if let Some(d) = &dedup {
+            if let Some(i) = d.get_item(&arg)? {
+                let i: usize = i.extract()?;
+                outer.get().inner.lock().unwrap().arg_child.push(i);
+                continue;
+            }
+        }
+        let index = outer.get().inner.lock().unwrap().children.len();
+        if let Some(d) = &dedup {
+            d.set_item(&arg, index)?;
+        }
+        match kind {
+            Kind::Sleep(s) => {
+                let s = s.get();
+                let outcome = if s.delay <= 0.0 {
+                    SleepOutcome::Done(s.result.clone_ref(py))
+                } else {
+                    SleepOutcome::Pending(s.result.clone_ref(py))
+                };
+                {
+                    let mut inner = outer.get().inner.lock().unwrap();
+                    inner.children.push(Child::Sleep(outcome));
+                    inner.arg_child.push(index);
+                }
+                if s.delay <= 0.0 {
+                    GatheringFuture::schedule_sleep_report(&outer, index)?;
+                } else if s.delay.is_finite() {
+                    if timers.is_none() {
+                        let t = LoopTimers::for_loop(&loop_)?;
+                        now = t.get().now(py)?;
+                        timers = Some(t);
+                    }
+                    let t = timers.as_ref().unwrap();
+                    let waker = Waker::Gather {
+                        outer: outer.clone().unbind(),
+                        index,
+                    };
+                    LoopTimers::insert(t, now + s.delay, waker)?;
+                }
+            }
+            Kind::Coroutine | Kind::Other => {
+                let fut = match kind {
+                    Kind::Coroutine => create_task.call1((&arg,))?,
+                    _ => ensure_future.call((&arg,), Some(&[("loop", &loop_)].into_py_dict(py)?))?,
+                };
+                if !fut.is(&arg) {
+                    let _ = fut.setattr(intern!(py, "_log_destroy_pending"), false);
+                }
+                {
+                    let mut inner = outer.get().inner.lock().unwrap();
+                    inner.children.push(Child::Future(fut.clone().unbind()));
+                    inner.arg_child.push(index);
+                }
+                let cb = Bound::new(
+                    py,
+                    ChildDone {
+                        outer: outer.clone().unbind(),
+                        index,
+                    },
+                )?;
+                fut.call_method1(intern!(py, "add_done_callback"), (cb,))?;
+            }
+        }
+    }
+    Ok(outer.into_any())
+}
+
+/// Register the gather types and function.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<GatheringFuture>()?;
+    m.add_function(wrap_pyfunction!(gather, m)?)?;
+    awaitable::patch_am_send::<GatheringFuture>(m.py());
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! `rustasync.sleep`: asyncio's `sleep` on a per-loop Rust timer heap.
+
+use std::sync::Mutex;
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyFloat, PyInt, PyString, PyType};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::awaitable::{self, next_result, Step, Stepper};
+use crate::timers::{LoopTimers, Waker};
+
+pub(crate) enum SleepState {
+    /// Created, not started.
+    New,
+    /// `delay <= 0`: yielded once, returns on the next step.
+    Yielded,
+    /// Waiting for `fut`, which the loop's timers complete.
+    Waiting {
+        fut: Py<PyAny>,
+        timers: Option<Py<LoopTimers>>,
+    },
+    /// Finished, closed, or handed to `gather`.
+    Done,
+}
+
+/// The awaitable returned by [`sleep`]: behaves like the coroutine object
+/// `asyncio.sleep()` returns (`send`, `throw`, `close`, `__await__`).
+#[pyclass(frozen, module = "rustasync._rustasync", name = "Sleep")]
+pub struct Sleep {
+    pub(crate) delay: f64,
+    pub(crate) result: Py<PyAny>,
+    pub(crate) state: Mutex<SleepState>,
+}
+
+impl Sleep {
+    /// Take the sleep over (for `gather`): returns `false` if it was started.
+    pub(crate) fn adopt(&self) -> bool {
+        let mut st = self.state.lock().unwrap();
+        if matches!(*st, SleepState::New) {
+            *st = SleepState::Done;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn finish_waiting(&self, py: Python<'_>) {
+        let old = std::mem::replace(&mut *self.state.lock().unwrap(), SleepState::Done);
+        if let SleepState::Waiting { fut, timers } = old {
+            let done = fut
+                .bind(py)
+                .call_method0(intern!(py, "done"))
+                .and_then(|d| d.is_truthy())
+                .unwrap_or(true);
+            if !done {
+                // Nobody waits for it any more: cancel it so its timer entry
+                // counts as dead.
+                let _ = fut.bind(py).call_method0(intern!(py, "cancel"));
+            }
+            if let Some(t) = timers {
+                t.get().note_cancelled(py);
+            }
+        }
+    }
+}
+
+impl Stepper for Sleep {
+    fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
+        let py = slf.py();
+        let me = slf.get();
+        let mut st = me.state.lock().unwrap();
+        match &*st {
+            SleepState::New => {
+                if me.delay <= 0.0 {
+                    *st = SleepState::Yielded;
+                    return Ok(Step::Yield(py.None()));
+                }
+                drop(st);
+                let loop_ = awaitable::running_loop(py)?;
+                let fut = loop_.call_method0(intern!(py, "create_future"))?;
+                let timers = if me.delay.is_finite() {
+                    let timers = LoopTimers::for_loop(&loop_)?;
+                    let when = timers.get().now(py)? + me.delay;
+                    let waker = Waker::Future {
+                        fut: fut.clone().unbind(),
+                        result: me.result.clone_ref(py),
+                    };
+                    LoopTimers::insert(&timers, when, waker)?;
+                    Some(timers.unbind())
+                } else {
+                    None
+                };
+                fut.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
+                *me.state.lock().unwrap() = SleepState::Waiting {
+                    fut: fut.clone().unbind(),
+                    timers,
+                };
+                Ok(Step::Yield(fut.unbind()))
+            }
+            SleepState::Yielded => {
+                *st = SleepState::Done;
+                Ok(Step::Return(me.result.clone_ref(py)))
+            }
+            SleepState::Waiting { fut, .. } => {
+                let fut = fut.clone_ref(py);
+                *st = SleepState::Done;
+                drop(st);
+                let fut = fut.bind(py);
+                if !fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+                    return Err(awaitable::await_misuse());
+                }
+                // Raises the future's exception if it was cancelled.
+                let value = fut.call_method0(intern!(py, "result"))?;
+                Ok(Step::Return(value.unbind()))
+            }
+            SleepState::Done => Err(PyRuntimeError::new_err(
+                "cannot reuse already awaited coroutine",
+            )),
+        }
+    }
+}
+
+/// Build the exception `throw(typ, val, tb)` raises, as generators do.
+pub(crate) fn throw_error(
+    typ: &Bound<'_, PyAny>,
+    val: Option<&Bound<'_, PyAny>>,
+    tb: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyErr> {
+    let py = typ.py();
+    let exc = if let Ok(cls) = typ.cast::<PyType>() {
+        match val {
+            Some(v) if v.is_instance(cls)? => v.clone(),
+            Some(v) if !v.is_none() => cls.call1((v,))?,
+            _ => cls.call0()?,
+        }
+    } else {
+        typ.clone()
+    };
+    if !exc.is_instance_of::<pyo3::exceptions::PyBaseException>() {
+        return Err(PyTypeError::new_err(
+            "exceptions must be classes or instances deriving from BaseException",
+        ));
+    }
+    if let Some(tb) = tb.filter(|t| !t.is_none()) {
+        exc.call_method1(intern!(py, "with_traceback"), (tb,))?;
+    }
+    Ok(PyErr::from_value(exc))
+}
+
+#[pymethods]
+impl Sleep {
+    fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        next_result(slf.py(), Self::step(slf)?)
+    }
+
+    /// Resume the sleep, as `coroutine.send(value)`.
+    fn send(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+        if !value.is_none() && matches!(*slf.get().state.lock().unwrap(), SleepState::New) {
+            return Err(PyTypeError::new_err(
+                "can't send non-None value to a just-started coroutine",
+            ));
+        }
+        Self::__next__(slf)
+    }
+
+    /// Raise an exception at the suspension point, as `coroutine.throw()`;
+    /// the sleep's timer is dropped and the exception propagates.
+    #[pyo3(signature = (typ, val=None, tb=None))]
+    fn throw(
+        &self,
+        typ: &Bound<'_, PyAny>,
+        val: Option<&Bound<'_, PyAny>>,
+        tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let err = throw_error(typ, val, tb)?;
+        self.finish_waiting(typ.py());
+        Err(err)
+    }
+
+    /// Close the sleep, as `coroutine.close()`: drops its timer, no warning.
+    fn close(&self, py: Python<'_>) {
+        self.finish_waiting(py);
+    }
+
+    #[getter]
+    fn __name__(&self) -> &'static str {
+        "sleep"
+    }
+
+    #[getter]
+    fn __qualname__(&self) -> &'static str {
+        "sleep"
+    }
+
+    #[getter]
+    fn cr_running(&self) -> bool {
+        false
+    }
+
+    #[getter]
+    fn cr_await(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        match &*self.state.lock().unwrap() {
+            SleepState::Waiting { fut, .. } => Some(fut.clone_ref(py)),
+            _ => None,
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<rustasync.sleep({}) object>", self.delay)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.result)?;
+        if let Ok(st) = self.state.try_lock() {
+            if let SleepState::Waiting { fut, timers } = &*st {
+                visit.call(fut)?;
+                if let Some(t) = timers {
+                    visit.call(t)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            if matches!(*st, SleepState::Waiting { .. }) {
+                *st = SleepState::Done;
+            }
+        }
+    }
+}
+
+/// Read `delay` as asyncio would accept it, or raise naming the argument.
+fn parse_delay(delay: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let d = if let Ok(f) = delay.cast::<PyFloat>() {
+        f.value()
+    } else if delay.is_instance_of::<PyInt>() {
+        // Huge ints saturate to +/-inf like a float comparison would.
+        delay.extract::<f64>().unwrap_or_else(|_| {
+            if delay.gt(0).unwrap_or(false) {
+                f64::INFINITY
+            } else {
+                f64::NEG_INFINITY
+            }
+        })
+    } else if delay.is_instance_of::<PyString>() || !delay.hasattr("__float__")? {
+        return Err(PyTypeError::new_err(format!(
+            "sleep() argument 'delay' must be a real number, not {}",
+            delay.get_type().name()?
+        )));
+    } else {
+        delay.call_method0("__float__")?.extract::<f64>()?
+    };
+    if d.is_nan() {
+        return Err(PyValueError::new_err(
+            "sleep() argument 'delay' must not be NaN",
+        ));
+    }
+    Ok(d)
+}
+
+/// sleep(delay, result=None)
+/// --
+///
+/// Sleep for `delay` seconds on the running loop's clock, then return `result`.
+///
+/// Like `asyncio.sleep`; differences: the delay is checked when `sleep()` is
+/// called (`TypeError` for a non-number, `ValueError` for NaN) instead of when
+/// it is awaited, and an un-awaited sleep is dropped without a warning.
+/// `delay <= 0` yields to the loop exactly once; `float('inf')` sleeps until
+/// cancelled. All of a loop's sleeps share one Rust timer heap and one armed
+/// `loop.call_at`; expired sleeps wake in deadline order, then FIFO.
+///
+/// Raises:
+///     TypeError: `delay` is not a real number.
+///     ValueError: `delay` is NaN.
+///     RuntimeError: awaited with `delay > 0` outside a running event loop.
+///
+/// Cancel safety: cancel-safe. Cancelling the awaiting task at any point
+/// drops the timer entry; the task gets `CancelledError` with the message
+/// given to `cancel()`, and nothing else changes.
+#[pyfunction]
+#[pyo3(signature = (delay, result=None))]
+pub fn sleep(
+    py: Python<'_>,
+    delay: &Bound<'_, PyAny>,
+    result: Option<Py<PyAny>>,
+) -> PyResult<Sleep> {
+    Ok(Sleep {
+        delay: parse_delay(delay)?,
+        result: result.unwrap_or_else(|| py.None()),
+        state: Mutex::new(SleepState::New),
+    })
+}
+
+/// Register the sleep types and function.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Sleep>()?;
+    m.add_class::<LoopTimers>()?;
+    m.add_function(wrap_pyfunction!(sleep, m)?)?;
+    awaitable::patch_am_send::<Sleep>(m.py());
+    Ok(())
+}

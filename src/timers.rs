@@ -1,0 +1,315 @@
+//! One timer structure per event loop for every rustasync sleep.
+//!
+//! Stock `asyncio.sleep` costs a Python `TimerHandle`, a `heappush` and a
+//! handle run per sleep. rustasync keeps all of a loop's sleeps in one Rust
+//! binary heap and arms a single `loop.call_at` for the earliest deadline.
+//! When it fires, every expired entry is woken in deadline order, then FIFO
+//! for equal deadlines, as stock does; then the next deadline is armed.
+//!
+//! Deadlines are on the loop's own clock (`loop.time()`, `loop.call_at`), so
+//! `asyncio.timeout`, `wait_for` and tools that patch the loop clock keep
+//! working. Cancelled entries are skipped when they come up, and the heap is
+//! rebuilt without them once they are the majority (as asyncio does with its
+//! own scheduled handles). A closed loop's timers are dropped when the next
+//! loop of the thread looks its timers up.
+
+use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+use pyo3::types::PyWeakrefReference;
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::gather::GatheringFuture;
+
+/// What to wake when a deadline passes.
+pub enum Waker {
+    /// Set the result of an asyncio future a Task waits on (unless it is done).
+    Future { fut: Py<PyAny>, result: Py<PyAny> },
+    /// A sleep adopted by `gather` as its child `index`.
+    Gather { outer: Py<GatheringFuture>, index: usize },
+}
+
+impl Waker {
+    fn is_cancelled(&self, py: Python<'_>) -> bool {
+        match self {
+            Waker::Future { fut, .. } => fut
+                .bind(py)
+                .call_method0(intern!(py, "done"))
+                .and_then(|d| d.is_truthy())
+                .unwrap_or(true),
+            Waker::Gather { outer, index } => !outer.get().sleep_child_pending(*index),
+        }
+    }
+
+    fn fire(self, py: Python<'_>) -> PyResult<()> {
+        match self {
+            Waker::Future { fut, result } => {
+                let fut = fut.bind(py);
+                if !fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+                    fut.call_method1(intern!(py, "set_result"), (result,))?;
+                }
+                Ok(())
+            }
+            Waker::Gather { outer, index } => GatheringFuture::sleep_child_expired(outer.bind(py), index),
+        }
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            Waker::Future { fut, result } => {
+                visit.call(fut)?;
+                visit.call(result)
+            }
+            Waker::Gather { outer, .. } => visit.call(outer),
+        }
+    }
+}
+
+struct Entry {
+    when: f64,
+    seq: u64,
+    waker: Waker,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    /// Reversed, so `BinaryHeap` (a max-heap) pops the earliest deadline,
+    /// then the earliest inserted.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .when
+            .total_cmp(&self.when)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+#[derive(Default)]
+struct Heap {
+    entries: BinaryHeap<Entry>,
+    seq: u64,
+    /// Deadline and handle of the armed `loop.call_at`, if any.
+    armed: Option<(f64, Py<PyAny>)>,
+    /// Entries known to be cancelled but still in the heap.
+    cancelled: usize,
+}
+
+/// The timers of one event loop; called by the loop when the armed deadline
+/// passes.
+#[pyclass(frozen, module = "rustasync._rustasync", name = "_LoopTimers")]
+pub struct LoopTimers {
+    loop_: Py<PyAny>,
+    resolution: f64,
+    heap: Mutex<Heap>,
+}
+
+/// Rebuild the heap without cancelled entries once they pass this share.
+const COMPACT_MIN: usize = 64;
+
+impl LoopTimers {
+    fn new(loop_: &Bound<'_, PyAny>) -> Self {
+        let py = loop_.py();
+        let resolution = loop_
+            .getattr(intern!(py, "_clock_resolution"))
+            .and_then(|r| r.extract::<f64>())
+            .unwrap_or(1e-9);
+        LoopTimers {
+            loop_: loop_.clone().unbind(),
+            resolution,
+            heap: Mutex::new(Heap::default()),
+        }
+    }
+
+    /// The timers of `loop_`, created on first use.
+    pub fn for_loop<'py>(loop_: &Bound<'py, PyAny>) -> PyResult<Bound<'py, LoopTimers>> {
+        let py = loop_.py();
+        REGISTRY.with(|reg| {
+            let mut reg = reg.borrow_mut();
+            let ptr = loop_.as_ptr() as usize;
+            if let Some(slot) = reg.iter().find(|s| s.loop_ptr == ptr) {
+                if slot.alive(py, loop_) {
+                    return Ok(slot.timers.bind(py).clone());
+                }
+            }
+            // A miss: drop the timers of loops that are gone or closed.
+            reg.retain(|s| s.loop_ptr != ptr && s.still_useful(py));
+            let timers = Bound::new(py, LoopTimers::new(loop_))?;
+            let weak = PyWeakrefReference::new(loop_).ok().map(|w| w.into_any().unbind());
+            reg.push(Slot {
+                loop_ptr: ptr,
+                weak,
+                timers: timers.clone().unbind(),
+            });
+            Ok(timers)
+        })
+    }
+
+    /// The loop's current time.
+    pub fn now(&self, py: Python<'_>) -> PyResult<f64> {
+        self.loop_.bind(py).call_method0(intern!(py, "time"))?.extract()
+    }
+
+    /// Wake `waker` once the loop clock reaches `when`.
+    pub fn insert(slf: &Bound<'_, Self>, when: f64, waker: Waker) -> PyResult<()> {
+        let me = slf.get();
+        let rearm = {
+            let mut heap = me.heap.lock().unwrap();
+            let seq = heap.seq;
+            heap.seq += 1;
+            heap.entries.push(Entry { when, seq, waker });
+            match &heap.armed {
+                Some((armed_when, _)) if *armed_when <= when => None,
+                _ => heap.armed.take().map(|(_, h)| Some(h)).or(Some(None)),
+            }
+        };
+        if let Some(old) = rearm {
+            if let Some(handle) = old {
+                handle.bind(slf.py()).call_method0(intern!(slf.py(), "cancel"))?;
+            }
+            Self::arm(slf, when)?;
+        }
+        Ok(())
+    }
+
+    /// Note that one entry was cancelled; compact when they dominate.
+    pub fn note_cancelled(&self, py: Python<'_>) {
+        let mut heap = self.heap.lock().unwrap();
+        heap.cancelled += 1;
+        if heap.cancelled >= COMPACT_MIN && heap.cancelled * 2 > heap.entries.len() {
+            let old = std::mem::take(&mut heap.entries);
+            heap.entries = old
+                .into_vec()
+                .into_iter()
+                .filter(|e| !e.waker.is_cancelled(py))
+                .collect();
+            heap.cancelled = 0;
+        }
+    }
+
+    fn arm(slf: &Bound<'_, Self>, when: f64) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let handle = me
+            .loop_
+            .bind(py)
+            .call_method1(intern!(py, "call_at"), (when, slf))?;
+        me.heap.lock().unwrap().armed = Some((when, handle.unbind()));
+        Ok(())
+    }
+
+    /// Number of entries in the heap (cancelled ones included).
+    pub fn len(&self) -> usize {
+        self.heap.lock().unwrap().entries.len()
+    }
+}
+
+#[pymethods]
+impl LoopTimers {
+    /// Run by the loop when the armed deadline passes: wake every expired
+    /// sleep in deadline order, then arm the next deadline.
+    fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let end = me.now(py)? + me.resolution;
+        let mut due = Vec::new();
+        let next = {
+            let mut heap = me.heap.lock().unwrap();
+            // The loop decided the armed deadline is due even if its clock
+            // reads a hair earlier (uvloop rounds to milliseconds).
+            let armed = heap.armed.take().map(|(w, _)| w).unwrap_or(f64::NEG_INFINITY);
+            let limit = if armed >= end { armed } else { end };
+            while let Some(top) = heap.entries.peek() {
+                if top.when < limit || top.when <= armed {
+                    due.push(heap.entries.pop().unwrap().waker);
+                } else {
+                    break;
+                }
+            }
+            heap.cancelled = heap.cancelled.saturating_sub(due.len()).min(heap.entries.len());
+            heap.entries.peek().map(|e| e.when)
+        };
+        if let Some(when) = next {
+            Self::arm(slf, when)?;
+        }
+        let mut first_err = None;
+        for waker in due {
+            if let Err(e) = waker.fire(py) {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<rustasync loop timers: {} pending>", self.len())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.loop_)?;
+        if let Ok(heap) = self.heap.try_lock() {
+            for e in heap.entries.iter() {
+                e.waker.traverse(&visit)?;
+            }
+            if let Some((_, h)) = &heap.armed {
+                visit.call(h)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        if let Ok(mut heap) = self.heap.lock() {
+            heap.entries.clear();
+            heap.armed = None;
+        }
+    }
+}
+
+struct Slot {
+    loop_ptr: usize,
+    /// A weak reference to the loop, when the loop supports them.
+    weak: Option<Py<PyAny>>,
+    timers: Py<LoopTimers>,
+}
+
+impl Slot {
+    fn alive(&self, py: Python<'_>, loop_: &Bound<'_, PyAny>) -> bool {
+        match &self.weak {
+            Some(w) => w
+                .bind(py)
+                .call0()
+                .map(|o| o.is(loop_))
+                .unwrap_or(false),
+            None => self.timers.get().loop_.bind(py).is(loop_),
+        }
+    }
+
+    fn still_useful(&self, py: Python<'_>) -> bool {
+        let loop_ = self.timers.get().loop_.bind(py);
+        let closed = loop_
+            .call_method0(intern!(py, "is_closed"))
+            .and_then(|c| c.is_truthy())
+            .unwrap_or(true);
+        !closed
+    }
+}
+
+thread_local! {
+    /// The timers of the loops that ran in this thread (usually one).
+    static REGISTRY: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
+}
