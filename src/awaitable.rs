@@ -71,6 +71,19 @@ pub fn complete(py: Python<'_>, value: Py<PyAny>) -> PyResult<Option<Py<PyAny>>>
     Ok(None)
 }
 
+/// Finish a `send()` method call: unlike `__next__`, a method cannot signal
+/// the end by returning NULL without an exception, so `Return` always raises
+/// `StopIteration(value)`.
+pub fn send_result(py: Python<'_>, step: Step) -> PyResult<Py<PyAny>> {
+    match step {
+        Step::Return(v) => Err(PyStopIteration::new_err((v,))),
+        Step::Yield(v) => {
+            let _ = py;
+            Ok(v)
+        }
+    }
+}
+
 /// Read the value carried by a `StopIteration` (for code that drives a
 /// coroutine by hand).
 pub fn stop_iteration_value(py: Python<'_>, err: &PyErr) -> Option<Py<PyAny>> {

@@ -163,13 +163,13 @@ impl Sleep {
     }
 
     /// Resume the sleep, as `coroutine.send(value)`.
-    fn send(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+    fn send(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         if !value.is_none() && matches!(*slf.get().state.lock().unwrap(), SleepState::New) {
             return Err(PyTypeError::new_err(
                 "can't send non-None value to a just-started coroutine",
             ));
         }
-        Self::__next__(slf)
+        awaitable::send_result(slf.py(), Self::step(slf)?)
     }
 
     /// Raise an exception at the suspension point, as `coroutine.throw()`;

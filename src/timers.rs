@@ -210,7 +210,7 @@ impl LoopTimers {
     }
 
     /// Number of entries in the heap (cancelled ones included).
-    pub fn len(&self) -> usize {
+    pub fn pending(&self) -> usize {
         self.heap.lock().unwrap().entries.len()
     }
 }
@@ -256,7 +256,7 @@ impl LoopTimers {
     }
 
     fn __repr__(&self) -> String {
-        format!("<rustasync loop timers: {} pending>", self.len())
+        format!("<rustasync loop timers: {} pending>", self.pending())
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
