@@ -221,7 +221,11 @@ impl GatheringFuture {
                 (inner.arg_child.clone(), inner.cancel_requested)
             };
             if cancel_requested {
-                let exc = me.child_cancelled_error(py, index)?;
+                // asyncio takes `_make_cancelled_error()` of the last
+                // argument's child here (its loop variable), not of the child
+                // that finished last.
+                let last = *arg_child.last().unwrap_or(&index);
+                let exc = me.child_cancelled_error(py, last)?;
                 return Self::finish(slf, State::Exception(exc));
             }
             let results = PyList::new(py, arg_child.iter().map(|&i| values[i].clone_ref(py)))?;
