@@ -24,6 +24,8 @@ use crate::timers::{LoopTimers, Waker};
 enum SleepOutcome {
     /// Waiting; holds the sleep's result.
     Pending(Py<PyAny>),
+    /// The timer expired; the wrapping Task would finish next iteration.
+    Expired(Py<PyAny>),
     Done(Py<PyAny>),
     Cancelled(Option<Py<PyAny>>),
 }
@@ -49,8 +51,16 @@ struct Inner {
     arg_child: Vec<usize>,
     nfinished: usize,
     cancel_requested: bool,
-    /// Sleep children cancelled or expired whose report is scheduled.
-    sleep_reports: Vec<usize>,
+    /// Sleep children move through the loop iterations a Task wrapping
+    /// `asyncio.sleep` would take, so that outcomes and cancellability match
+    /// stock asyncio iteration for iteration: `starting` (a zero sleep before
+    /// its one yield), `fired` (timer expired or cancelled, the Task would
+    /// finish next iteration; still cancellable), `finished` (reported to
+    /// the gather next iteration).
+    starting: Vec<usize>,
+    fired: Vec<usize>,
+    finished: Vec<usize>,
+    reporter_scheduled: bool,
     log_traceback: bool,
 }
 
@@ -93,10 +103,44 @@ struct SleepReports {
 
 #[pymethods]
 impl SleepReports {
-    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        let outer = self.outer.bind(py);
-        let due = std::mem::take(&mut outer.get().inner.lock().unwrap().sleep_reports);
-        for index in due {
+    fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let outer = slf.get().outer.bind(py);
+        let (report, again) = {
+            let mut inner = outer.get().inner.lock().unwrap();
+            let report = std::mem::take(&mut inner.finished);
+            let fired = std::mem::take(&mut inner.fired);
+            for &i in &fired {
+                if let Child::Sleep(o) = &mut inner.children[i] {
+                    if let SleepOutcome::Pending(_) | SleepOutcome::Expired(_) = o {
+                        match std::mem::replace(o, SleepOutcome::Done(py.None())) {
+                            SleepOutcome::Pending(v) | SleepOutcome::Expired(v) => {
+                                *o = SleepOutcome::Done(v)
+                            }
+                            _ => unreachable!(),
+                        }
+                    }
+                }
+            }
+            inner.finished = fired;
+            // A zero sleep cancelled before its yield already went to `fired`.
+            let starting: Vec<usize> = std::mem::take(&mut inner.starting)
+                .into_iter()
+                .filter(|&i| !matches!(inner.children[i], Child::Sleep(SleepOutcome::Cancelled(_))))
+                .collect();
+            inner.fired = starting;
+            let again = !(inner.finished.is_empty() && inner.fired.is_empty());
+            inner.reporter_scheduled = again;
+            (report, again)
+        };
+        if again {
+            outer
+                .get()
+                .loop_
+                .bind(py)
+                .call_method1(intern!(py, "call_soon"), (slf,))?;
+        }
+        for index in report {
             GatheringFuture::child_done(outer, index)?;
         }
         Ok(())
@@ -135,19 +179,21 @@ impl GatheringFuture {
 
     /// Called by the timers when an adopted sleep expires.
     pub(crate) fn sleep_child_expired(slf: &Bound<'_, Self>, index: usize) -> PyResult<()> {
-        let py = slf.py();
         {
             let mut inner = slf.get().inner.lock().unwrap();
             match inner.children.get_mut(index) {
-                Some(Child::Sleep(outcome @ SleepOutcome::Pending(_))) => {
-                    if let SleepOutcome::Pending(v) = std::mem::replace(outcome, SleepOutcome::Done(py.None())) {
-                        *outcome = SleepOutcome::Done(v);
+                Some(Child::Sleep(o @ SleepOutcome::Pending(_))) => {
+                    if let SleepOutcome::Pending(v) =
+                        std::mem::replace(o, SleepOutcome::Cancelled(None))
+                    {
+                        *o = SleepOutcome::Expired(v);
                     }
                 }
                 _ => return Ok(()),
             }
+            inner.fired.push(index);
         }
-        Self::child_done(slf, index)
+        Self::ensure_reporter(slf)
     }
 
     /// The child's `_make_cancelled_error()`.
@@ -157,23 +203,25 @@ impl GatheringFuture {
             Child::Future(f) => {
                 let f = f.clone_ref(py);
                 drop(inner);
-                Ok(f.bind(py).call_method0(intern!(py, "_make_cancelled_error"))?.unbind())
+                Ok(f.bind(py)
+                    .call_method0(intern!(py, "_make_cancelled_error"))?
+                    .unbind())
             }
             Child::Sleep(SleepOutcome::Cancelled(msg)) => {
                 let msg = msg.as_ref().map(|m| m.clone_ref(py));
                 drop(inner);
-                Ok(awaitable::cancelled_error(py, msg.as_ref())?.into_value(py).into_any())
+                Ok(awaitable::cancelled_error(py, msg.as_ref())?
+                    .into_value(py)
+                    .into_any())
             }
-            Child::Sleep(_) => Ok(awaitable::cancelled_error(py, None)?.into_value(py).into_any()),
+            Child::Sleep(_) => Ok(awaitable::cancelled_error(py, None)?
+                .into_value(py)
+                .into_any()),
         }
     }
 
     /// (cancelled, exception or None) of a finished child.
-    fn child_outcome(
-        &self,
-        py: Python<'_>,
-        index: usize,
-    ) -> PyResult<(bool, Option<Py<PyAny>>)> {
+    fn child_outcome(&self, py: Python<'_>, index: usize) -> PyResult<(bool, Option<Py<PyAny>>)> {
         let fut = match &self.inner.lock().unwrap().children[index] {
             Child::Future(f) => f.clone_ref(py),
             Child::Sleep(SleepOutcome::Cancelled(_)) => return Ok((true, None)),
@@ -242,7 +290,9 @@ impl GatheringFuture {
             Child::Sleep(SleepOutcome::Cancelled(msg)) => {
                 return cancelled_in_results(py, msg.as_ref())
             }
-            Child::Sleep(SleepOutcome::Pending(_)) => return Ok(py.None()),
+            Child::Sleep(SleepOutcome::Pending(_) | SleepOutcome::Expired(_)) => {
+                return Ok(py.None())
+            }
         };
         let fut = fut.bind(py);
         if truthy(fut, intern!(py, "cancelled"))? {
@@ -293,15 +343,20 @@ impl GatheringFuture {
         Ok(())
     }
 
-    fn schedule_sleep_report(slf: &Bound<'_, Self>, index: usize) -> PyResult<()> {
+    /// Make sure the sleep-children reporter runs next iteration.
+    fn ensure_reporter(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let first = {
             let mut inner = slf.get().inner.lock().unwrap();
-            inner.sleep_reports.push(index);
-            inner.sleep_reports.len() == 1
+            !std::mem::replace(&mut inner.reporter_scheduled, true)
         };
         if first {
-            let reporter = Bound::new(py, SleepReports { outer: slf.clone().unbind() })?;
+            let reporter = Bound::new(
+                py,
+                SleepReports {
+                    outer: slf.clone().unbind(),
+                },
+            )?;
             slf.get()
                 .loop_
                 .bind(py)
@@ -474,9 +529,14 @@ impl GatheringFuture {
                 let mut inner = me.inner.lock().unwrap();
                 match &mut inner.children[i] {
                     Child::Future(f) => Some(f.clone_ref(py)),
-                    Child::Sleep(outcome @ SleepOutcome::Pending(_)) => {
-                        *outcome =
-                            SleepOutcome::Cancelled(msg.as_ref().map(|m| m.clone_ref(py)));
+                    Child::Sleep(
+                        outcome @ (SleepOutcome::Pending(_) | SleepOutcome::Expired(_)),
+                    ) => {
+                        let expired = matches!(outcome, SleepOutcome::Expired(_));
+                        *outcome = SleepOutcome::Cancelled(msg.as_ref().map(|m| m.clone_ref(py)));
+                        if !expired {
+                            inner.fired.push(i);
+                        }
                         None
                     }
                     Child::Sleep(_) => continue,
@@ -495,7 +555,7 @@ impl GatheringFuture {
                 }
                 None => {
                     ret = true;
-                    Self::schedule_sleep_report(slf, i)?;
+                    Self::ensure_reporter(slf)?;
                 }
             }
         }
@@ -507,7 +567,9 @@ impl GatheringFuture {
 
     /// The `CancelledError` this future raises when cancelled.
     fn _make_cancelled_error(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(awaitable::cancelled_error(py, None)?.into_value(py).into_any())
+        Ok(awaitable::cancelled_error(py, None)?
+            .into_value(py)
+            .into_any())
     }
 
     fn __repr__(&self) -> String {
@@ -535,7 +597,9 @@ impl GatheringFuture {
         for c in &inner.children {
             match c {
                 Child::Future(f) => visit.call(f)?,
-                Child::Sleep(SleepOutcome::Done(v) | SleepOutcome::Pending(v)) => visit.call(v)?,
+                Child::Sleep(
+                    SleepOutcome::Done(v) | SleepOutcome::Pending(v) | SleepOutcome::Expired(v),
+                ) => visit.call(v)?,
                 Child::Sleep(SleepOutcome::Cancelled(Some(m))) => visit.call(m)?,
                 _ => {}
             }
@@ -675,12 +739,19 @@ pub fn gather<'py>(
                 arg_child: Vec::with_capacity(aws.len()),
                 nfinished: 0,
                 cancel_requested: false,
-                sleep_reports: Vec::new(),
+                starting: Vec::new(),
+                fired: Vec::new(),
+                finished: Vec::new(),
+                reporter_scheduled: false,
                 log_traceback: false,
             }),
         },
     )?;
-    let dedup = if aws.len() > 1 { Some(PyDict::new(py)) } else { None };
+    let dedup = if aws.len() > 1 {
+        Some(PyDict::new(py))
+    } else {
+        None
+    };
     let create_task = loop_.getattr(intern!(py, "create_task"))?;
     let ensure_future = Imports::get(py)?.ensure_future.bind(py);
     let mut timers: Option<Bound<'py, LoopTimers>> = None;
@@ -700,18 +771,18 @@ pub fn gather<'py>(
         match kind {
             Kind::Sleep(s) => {
                 let s = s.get();
-                let outcome = if s.delay <= 0.0 {
-                    SleepOutcome::Done(s.result.clone_ref(py))
-                } else {
-                    SleepOutcome::Pending(s.result.clone_ref(py))
-                };
                 {
                     let mut inner = outer.get().inner.lock().unwrap();
-                    inner.children.push(Child::Sleep(outcome));
+                    inner
+                        .children
+                        .push(Child::Sleep(SleepOutcome::Pending(s.result.clone_ref(py))));
                     inner.arg_child.push(index);
+                    if s.delay <= 0.0 {
+                        inner.starting.push(index);
+                    }
                 }
                 if s.delay <= 0.0 {
-                    GatheringFuture::schedule_sleep_report(&outer, index)?;
+                    GatheringFuture::ensure_reporter(&outer)?;
                 } else if s.delay.is_finite() {
                     if timers.is_none() {
                         let t = LoopTimers::for_loop(&loop_)?;
@@ -729,7 +800,9 @@ pub fn gather<'py>(
             Kind::Coroutine | Kind::Other => {
                 let fut = match kind {
                     Kind::Coroutine => create_task.call1((&arg,))?,
-                    _ => ensure_future.call((&arg,), Some(&[("loop", &loop_)].into_py_dict(py)?))?,
+                    _ => {
+                        ensure_future.call((&arg,), Some(&[("loop", &loop_)].into_py_dict(py)?))?
+                    }
                 };
                 if !fut.is(&arg) {
                     let _ = fut.setattr(intern!(py, "_log_destroy_pending"), false);

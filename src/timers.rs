@@ -29,7 +29,10 @@ pub enum Waker {
     /// Set the result of an asyncio future a Task waits on (unless it is done).
     Future { fut: Py<PyAny>, result: Py<PyAny> },
     /// A sleep adopted by `gather` as its child `index`.
-    Gather { outer: Py<GatheringFuture>, index: usize },
+    Gather {
+        outer: Py<GatheringFuture>,
+        index: usize,
+    },
 }
 
 impl Waker {
@@ -53,7 +56,9 @@ impl Waker {
                 }
                 Ok(())
             }
-            Waker::Gather { outer, index } => GatheringFuture::sleep_child_expired(outer.bind(py), index),
+            Waker::Gather { outer, index } => {
+                GatheringFuture::sleep_child_expired(outer.bind(py), index)
+            }
         }
     }
 
@@ -146,7 +151,9 @@ impl LoopTimers {
             // A miss: drop the timers of loops that are gone or closed.
             reg.retain(|s| s.loop_ptr != ptr && s.still_useful(py));
             let timers = Bound::new(py, LoopTimers::new(loop_))?;
-            let weak = PyWeakrefReference::new(loop_).ok().map(|w| w.into_any().unbind());
+            let weak = PyWeakrefReference::new(loop_)
+                .ok()
+                .map(|w| w.into_any().unbind());
             reg.push(Slot {
                 loop_ptr: ptr,
                 weak,
@@ -158,7 +165,10 @@ impl LoopTimers {
 
     /// The loop's current time.
     pub fn now(&self, py: Python<'_>) -> PyResult<f64> {
-        self.loop_.bind(py).call_method0(intern!(py, "time"))?.extract()
+        self.loop_
+            .bind(py)
+            .call_method0(intern!(py, "time"))?
+            .extract()
     }
 
     /// Wake `waker` once the loop clock reaches `when`.
@@ -176,7 +186,9 @@ impl LoopTimers {
         };
         if let Some(old) = rearm {
             if let Some(handle) = old {
-                handle.bind(slf.py()).call_method0(intern!(slf.py(), "cancel"))?;
+                handle
+                    .bind(slf.py())
+                    .call_method0(intern!(slf.py(), "cancel"))?;
             }
             Self::arm(slf, when)?;
         }
@@ -228,7 +240,11 @@ impl LoopTimers {
             let mut heap = me.heap.lock().unwrap();
             // The loop decided the armed deadline is due even if its clock
             // reads a hair earlier (uvloop rounds to milliseconds).
-            let armed = heap.armed.take().map(|(w, _)| w).unwrap_or(f64::NEG_INFINITY);
+            let armed = heap
+                .armed
+                .take()
+                .map(|(w, _)| w)
+                .unwrap_or(f64::NEG_INFINITY);
             let limit = if armed >= end { armed } else { end };
             while let Some(top) = heap.entries.peek() {
                 if top.when < limit || top.when <= armed {
@@ -237,7 +253,10 @@ impl LoopTimers {
                     break;
                 }
             }
-            heap.cancelled = heap.cancelled.saturating_sub(due.len()).min(heap.entries.len());
+            heap.cancelled = heap
+                .cancelled
+                .saturating_sub(due.len())
+                .min(heap.entries.len());
             heap.entries.peek().map(|e| e.when)
         };
         if let Some(when) = next {
@@ -290,11 +309,7 @@ struct Slot {
 impl Slot {
     fn alive(&self, py: Python<'_>, loop_: &Bound<'_, PyAny>) -> bool {
         match &self.weak {
-            Some(w) => w
-                .bind(py)
-                .call0()
-                .map(|o| o.is(loop_))
-                .unwrap_or(false),
+            Some(w) => w.bind(py).call0().map(|o| o.is(loop_)).unwrap_or(false),
             None => self.timers.get().loop_.bind(py).is(loop_),
         }
     }
