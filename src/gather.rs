@@ -7,6 +7,7 @@
 //! that are un-started `rustasync.sleep` objects are not wrapped in Tasks at
 //! all: they go straight into the loop's timer heap.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -47,6 +48,8 @@ struct Inner {
     state: State,
     callbacks: Vec<(Py<PyAny>, Py<PyAny>)>,
     children: Vec<Child>,
+    /// Child futures by address (they are kept alive in `children`).
+    future_index: HashMap<usize, usize>,
     /// For each argument, the index of its (deduplicated) child.
     arg_child: Vec<usize>,
     nfinished: usize,
@@ -77,17 +80,28 @@ pub struct GatheringFuture {
     inner: Mutex<Inner>,
 }
 
-/// The callable a child future reports to.
+/// The one callable all child futures of a gather report to.
 #[pyclass(frozen, module = "rustasync._rustasync", name = "_GatherChildDone")]
 struct ChildDone {
     outer: Py<GatheringFuture>,
-    index: usize,
 }
 
 #[pymethods]
 impl ChildDone {
-    fn __call__(&self, py: Python<'_>, _fut: &Bound<'_, PyAny>) -> PyResult<()> {
-        GatheringFuture::child_done(self.outer.bind(py), self.index)
+    fn __call__(&self, py: Python<'_>, fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        let outer = self.outer.bind(py);
+        let index = outer
+            .get()
+            .inner
+            .lock()
+            .unwrap()
+            .future_index
+            .get(&(fut.as_ptr() as usize))
+            .copied();
+        match index {
+            Some(i) => GatheringFuture::child_done(outer, i),
+            None => Ok(()),
+        }
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -736,6 +750,7 @@ pub fn gather<'py>(
                 state: State::Pending,
                 callbacks: Vec::new(),
                 children: Vec::with_capacity(aws.len()),
+                future_index: HashMap::new(),
                 arg_child: Vec::with_capacity(aws.len()),
                 nfinished: 0,
                 cancel_requested: false,
@@ -755,6 +770,7 @@ pub fn gather<'py>(
     let create_task = loop_.getattr(intern!(py, "create_task"))?;
     let ensure_future = Imports::get(py)?.ensure_future.bind(py);
     let mut timers: Option<Bound<'py, LoopTimers>> = None;
+    let mut done_cb: Option<Bound<'py, ChildDone>> = None;
     let mut now = 0.0;
     for (arg, kind) in aws.iter().zip(kinds) {
         if let Some(d) = &dedup {
@@ -809,17 +825,22 @@ pub fn gather<'py>(
                 }
                 {
                     let mut inner = outer.get().inner.lock().unwrap();
+                    inner.future_index.insert(fut.as_ptr() as usize, index);
                     inner.children.push(Child::Future(fut.clone().unbind()));
                     inner.arg_child.push(index);
                 }
-                let cb = Bound::new(
-                    py,
-                    ChildDone {
-                        outer: outer.clone().unbind(),
-                        index,
-                    },
+                if done_cb.is_none() {
+                    done_cb = Some(Bound::new(
+                        py,
+                        ChildDone {
+                            outer: outer.clone().unbind(),
+                        },
+                    )?);
+                }
+                fut.call_method1(
+                    intern!(py, "add_done_callback"),
+                    (done_cb.as_ref().unwrap(),),
                 )?;
-                fut.call_method1(intern!(py, "add_done_callback"), (cb,))?;
             }
         }
     }
