@@ -137,40 +137,87 @@ def run(args: argparse.Namespace) -> list[Result]:
         n = 100_000 // scale
         w = _trivial_gather(n)
         out.append(
-            compare("gather", f"gather of {n:,} trivial coroutines", w("stock"), w("rust"),
-                    lambda v, n=n: _eq(v, list(range(n))), loop=loop, rounds=rounds, target=">= 2.0x")
+            compare(
+                "gather",
+                f"gather of {n:,} trivial coroutines",
+                w("stock"),
+                w("rust"),
+                lambda v, n=n: _eq(v, list(range(n))),
+                loop=loop,
+                rounds=rounds,
+                target=">= 2.0x",
+            )
         )
         n = 10_000 // scale
         w = _sleep0_gather(n, 10)
         out.append(
-            compare("gather", f"gather of {n:,} coroutines x 10 sleep(0)", w("stock"), w("rust"),
-                    lambda v, n=n: _eq(v, list(range(n))), loop=loop, rounds=rounds, target=">= 1.15x")
+            compare(
+                "gather",
+                f"gather of {n:,} coroutines x 10 sleep(0)",
+                w("stock"),
+                w("rust"),
+                lambda v, n=n: _eq(v, list(range(n))),
+                loop=loop,
+                rounds=rounds,
+                target=">= 1.15x",
+            )
         )
         n = 50_000 // scale
         w = _concurrent_sleep_tasks(n, 0.05)
         out.append(
-            compare("sleep", f"{n:,} concurrent sleep(0.05) tasks", w("stock"), w("rust"),
-                    lambda v, n=n: _check_late(v, n), loop=loop, rounds=rounds,
-                    target=">= 2.0x, lateness no worse", extra=_lateness)
+            compare(
+                "sleep",
+                f"{n:,} concurrent sleep(0.05) tasks",
+                w("stock"),
+                w("rust"),
+                lambda v, n=n: _check_late(v, n),
+                loop=loop,
+                rounds=rounds,
+                target=">= 2.0x, lateness no worse",
+                extra=_lateness,
+            )
         )
         n = 100_000 // scale
         w = _direct_sleeps(n, 0.01)
         out.append(
-            compare("sleep", f"gather of {n:,} sleep(0.01) directly", w("stock"), w("rust"),
-                    lambda v, n=n: _eq(v, list(range(n))), loop=loop, rounds=rounds, target=">= 4.0x")
+            compare(
+                "sleep",
+                f"gather of {n:,} sleep(0.01) directly",
+                w("stock"),
+                w("rust"),
+                lambda v, n=n: _eq(v, list(range(n))),
+                loop=loop,
+                rounds=rounds,
+                target=">= 4.0x",
+            )
         )
         w = _sequential_sleeps(200, 0.001)
         out.append(
-            compare("sleep", "200 sequential sleep(0.001)", w("stock"), w("rust"),
-                    lambda v: _check_late(v, 200), loop=loop, rounds=rounds,
-                    target="median lateness within 0.1 ms", extra=_lateness)
+            compare(
+                "sleep",
+                "200 sequential sleep(0.001)",
+                w("stock"),
+                w("rust"),
+                lambda v: _check_late(v, 200),
+                loop=loop,
+                rounds=rounds,
+                target="median lateness within 0.1 ms",
+                extra=_lateness,
+            )
         )
         n = 50_000 // scale
         w = _chained(n)
         out.append(
-            compare("gather", f"chained.py shape, {n:,} chains, sleep(0)", w("stock"), w("rust"),
-                    lambda v, n=n: _eq(v[-1], f"result{n - 1}-2 derived from result{n - 1}-1"),
-                    loop=loop, rounds=rounds, target=">= 1.3x")
+            compare(
+                "gather",
+                f"chained.py shape, {n:,} chains, sleep(0)",
+                w("stock"),
+                w("rust"),
+                lambda v, n=n: _eq(v[-1], f"result{n - 1}-2 derived from result{n - 1}-1"),
+                loop=loop,
+                rounds=rounds,
+                target=">= 1.3x",
+            )
         )
     return out
 

@@ -163,6 +163,7 @@ impl Sleep {
     }
 
     /// Resume the sleep, as `coroutine.send(value)`.
+    #[pyo3(signature = (value, /))]
     fn send(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         if !value.is_none() && matches!(*slf.get().state.lock().unwrap(), SleepState::New) {
             return Err(PyTypeError::new_err(
@@ -174,7 +175,7 @@ impl Sleep {
 
     /// Raise an exception at the suspension point, as `coroutine.throw()`;
     /// the sleep's timer is dropped and the exception propagates.
-    #[pyo3(signature = (typ, val=None, tb=None))]
+    #[pyo3(signature = (typ, val=None, tb=None, /))]
     fn throw(
         &self,
         typ: &Bound<'_, PyAny>,

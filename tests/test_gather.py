@@ -102,7 +102,9 @@ def test_return_exceptions_in_place(impl, run):
     assert names == [1, "ValueError", "CancelledError", 4]
     # The message stock asyncio keeps for a cancelled task differs between
     # versions; whatever it is, rustasync matches it.
-    stock = asyncio.run(main(impl=types.SimpleNamespace(sleep=asyncio.sleep, gather=asyncio.gather)))
+    stock = asyncio.run(
+        main(impl=types.SimpleNamespace(sleep=asyncio.sleep, gather=asyncio.gather))
+    )
     assert cancel_args == stock[1]
 
 
