@@ -1,0 +1,86 @@
+"""`python -m rustasync bench`: every benchmark, side by side with stock asyncio.
+
+The workloads live in the source tree's ``benchmarks/`` directory
+(``bench_core.py`` for sleep and gather, ``bench_queue.py``,
+``bench_channel.py``); run this from a checkout. Each module validates its
+results before timing and reports medians of interleaved rounds and the ratio
+stock time / rustasync time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+SUITES = ("core", "queue", "channel")
+
+
+def _benchmarks_dir() -> Path:
+    candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[2] / "benchmarks"]
+    env = os.environ.get("RUSTASYNC_BENCHMARKS")
+    if env:
+        candidates.insert(0, Path(env))
+    for c in candidates:
+        if (c / "harness.py").is_file():
+            return c
+    raise SystemExit(
+        "python -m rustasync bench: no benchmarks/ directory found; run it from a "
+        "rustasync checkout or set RUSTASYNC_BENCHMARKS"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m rustasync bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="smaller workloads, fewer rounds")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per workload")
+    p.add_argument(
+        "--loops",
+        nargs="+",
+        default=["asyncio"],
+        choices=["asyncio", "uvloop"],
+        help="event loops to run every workload on",
+    )
+    p.add_argument("--only", nargs="+", choices=SUITES, default=list(SUITES))
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' = stdout)")
+    return p
+
+
+def _rows(results: list[Any]) -> list[dict[str, Any]]:
+    return [r.as_dict() if hasattr(r, "as_dict") else dict(r) for r in results]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.rounds < 1:
+        _parser().error("--rounds must be at least 1")
+    bdir = _benchmarks_dir()
+    sys.path.insert(0, str(bdir))
+    harness = importlib.import_module("harness")
+    rows: list[dict[str, Any]] = []
+    for suite in args.only:
+        try:
+            mod = importlib.import_module(f"bench_{suite}")
+        except ImportError as e:
+            print(f"skipping {suite}: {e}", file=sys.stderr)
+            continue
+        rows.extend(_rows(mod.run(args)))
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    if args.json == "-":
+        json.dump({"machine": machine, "results": rows}, sys.stdout, indent=2)
+        print()
+    else:
+        print(f"Machine: {machine}\n")
+        print(harness.table(rows))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"machine": machine, "results": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
