@@ -686,7 +686,8 @@ fn gather_loop<'py>(py: Python<'py>, args: &Bound<'py, PyTuple>) -> PyResult<Bou
 ///
 /// Run awaitables concurrently and return their results in argument order.
 ///
-/// Like `asyncio.gather` (3.11 semantics); differences: the bookkeeping is
+/// Like `asyncio.gather` of the running Python (3.12+ report children that
+/// are already done without waiting a loop iteration); differences: the bookkeeping is
 /// Rust; un-started `rustasync.sleep()` arguments go straight into the loop's
 /// timer heap instead of being wrapped in Tasks; a non-awaitable argument is
 /// found before any Task is created, so nothing is left running (the
@@ -771,6 +772,8 @@ pub fn gather<'py>(
     let ensure_future = Imports::get(py)?.ensure_future.bind(py);
     let mut timers: Option<Bound<'py, LoopTimers>> = None;
     let mut done_cb: Option<Bound<'py, ChildDone>> = None;
+    let report_done_now = py.version_info() >= (3, 12);
+    let mut done_now: Vec<usize> = Vec::new();
     let mut now = 0.0;
     for (arg, kind) in aws.iter().zip(kinds) {
         if let Some(d) = &dedup {
@@ -829,6 +832,13 @@ pub fn gather<'py>(
                     inner.children.push(Child::Future(fut.clone().unbind()));
                     inner.arg_child.push(index);
                 }
+                if report_done_now && fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+                    // Python 3.12+: children already done (an eager task
+                    // factory, a finished future) are reported once the
+                    // outer future exists, without a loop iteration.
+                    done_now.push(index);
+                    continue;
+                }
                 if done_cb.is_none() {
                     done_cb = Some(Bound::new(
                         py,
@@ -843,6 +853,9 @@ pub fn gather<'py>(
                 )?;
             }
         }
+    }
+    for index in done_now {
+        GatheringFuture::child_done(&outer, index)?;
     }
     Ok(outer.into_any())
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import types
 
 import pytest
@@ -176,8 +177,8 @@ def test_cancel_when_children_done_but_outer_pending(impl, run):
         await asyncio.sleep(0)
         assert t.done()
         g = impl.gather(t)
-        # The child is done but its report is still scheduled.
-        assert not g.done()
+        # Python 3.11 reports the done child next iteration; 3.12+ at once.
+        assert g.done() == (sys.version_info >= (3, 12))
         return g.cancel(), await g
 
     assert run(main()) == (False, [1])
