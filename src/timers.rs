@@ -19,7 +19,6 @@ use std::collections::BinaryHeap;
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
-use pyo3::types::PyWeakrefReference;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::gather::GatheringFuture;
@@ -143,20 +142,16 @@ impl LoopTimers {
         REGISTRY.with(|reg| {
             let mut reg = reg.borrow_mut();
             let ptr = loop_.as_ptr() as usize;
+            // The timers hold a strong reference to their loop, so no other
+            // loop can have this address while the entry exists.
             if let Some(slot) = reg.iter().find(|s| s.loop_ptr == ptr) {
-                if slot.alive(py, loop_) {
-                    return Ok(slot.timers.bind(py).clone());
-                }
+                return Ok(slot.timers.bind(py).clone());
             }
-            // A miss: drop the timers of loops that are gone or closed.
-            reg.retain(|s| s.loop_ptr != ptr && s.still_useful(py));
+            // A miss: drop the timers of closed loops.
+            reg.retain(|s| s.still_useful(py));
             let timers = Bound::new(py, LoopTimers::new(loop_))?;
-            let weak = PyWeakrefReference::new(loop_)
-                .ok()
-                .map(|w| w.into_any().unbind());
             reg.push(Slot {
                 loop_ptr: ptr,
-                weak,
                 timers: timers.clone().unbind(),
             });
             Ok(timers)
@@ -301,19 +296,10 @@ impl LoopTimers {
 
 struct Slot {
     loop_ptr: usize,
-    /// A weak reference to the loop, when the loop supports them.
-    weak: Option<Py<PyAny>>,
     timers: Py<LoopTimers>,
 }
 
 impl Slot {
-    fn alive(&self, py: Python<'_>, loop_: &Bound<'_, PyAny>) -> bool {
-        match &self.weak {
-            Some(w) => w.bind(py).call0().map(|o| o.is(loop_)).unwrap_or(false),
-            None => self.timers.get().loop_.bind(py).is(loop_),
-        }
-    }
-
     fn still_useful(&self, py: Python<'_>) -> bool {
         let loop_ = self.timers.get().loop_.bind(py);
         let closed = loop_
