@@ -31,7 +31,9 @@ import asyncio
 import heapq
 import itertools
 import math
+import selectors
 import time
+import weakref
 from typing import Any
 
 __all__ = ["VirtualTimeLoop"]
@@ -91,7 +93,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-typ
         self._virtual_now = float(start)
         self._timer_seq = itertools.count()
         self._executor_jobs = 0
+        self._jump_to: float | None = None
         super().__init__(selector)
+        self._selector = _ClockedSelector(self._selector, self)
 
     def time(self) -> float:
         """The virtual clock, in seconds."""
@@ -134,34 +138,60 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-typ
 
     def _run_once(self) -> None:
         if not self._ready and not self._stopping:
-            self._advance_clock()
-        super()._run_once()
+            self._jump_to = self._next_deadline()
+        try:
+            super()._run_once()
+        finally:
+            self._jump_to = None
 
-    def _advance_clock(self) -> None:
+    def _next_deadline(self) -> float | None:
+        """The deadline to jump to if the coming poll finds no I/O, if any."""
         scheduled = self._scheduled
         while scheduled and scheduled[0]._cancelled:
             self._timer_cancelled_count -= 1
             heapq.heappop(scheduled)._scheduled = False
         if not scheduled:
-            return  # nothing to jump to: block on the selector like any loop
+            return None  # nothing to jump to: block on the selector like any loop
         when = scheduled[0]._when
         if when <= self._virtual_now or not math.isfinite(when):
-            return
+            return None
+        return when
+
+    def _select(self, selector: selectors.BaseSelector, timeout: float | None) -> list[Any]:
+        """The loop's poll for I/O, where the clock moves."""
+        when, self._jump_to = self._jump_to, None
+        if when is None:
+            return selector.select(timeout)
         if self._executor_jobs:
             # Threads are working for us: let the clock run at real speed
             # until one of them reports back or the timer falls due.
             began = time.monotonic()
-            events = self._selector.select(min(when - self._virtual_now, _MAX_SELECT_TIMEOUT))
+            events = selector.select(min(when - self._virtual_now, _MAX_SELECT_TIMEOUT))
             if events:
                 waited = time.monotonic() - began
                 self._virtual_now = min(when, self._virtual_now + waited)
-                self._process_events(events)
             else:
                 self._virtual_now = when
-            return
-        events = self._selector.select(0)
-        if events:
-            # Whatever is ready now happens before the timer, as in real time.
-            self._process_events(events)
-            return
-        self._virtual_now = when
+            return events
+        # Whatever is ready now happens before the timer, as in real time.
+        events = selector.select(0)
+        if not events:
+            self._virtual_now = when
+        return events
+
+
+class _ClockedSelector:
+    """A selector whose select() lets the virtual loop move its clock."""
+
+    def __init__(self, selector: selectors.BaseSelector, loop: VirtualTimeLoop) -> None:
+        self._selector = selector
+        self._loop = weakref.ref(loop)
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        loop = self._loop()
+        if loop is None:
+            return self._selector.select(timeout)
+        return loop._select(self._selector, timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._selector, name)
