@@ -315,8 +315,14 @@ def test_run_raising_script_with_rustasync(tmp_path) -> None:
 )
 def test_run_system_exit_is_like_python(tmp_path, code, status, stderr) -> None:
     prog = script(tmp_path, f"raise SystemExit({code})\n")
-    out = python("-m", "rustasync", "run", str(prog), timeout=60)
+    out = python("-m", "rustasync", "run", "--stock", str(prog), timeout=60)
     assert (out.returncode, out.stderr) == (status, stderr)
+
+
+def test_run_system_exit_with_rustasync_installed(tmp_path) -> None:
+    prog = script(tmp_path, "import asyncio\nasyncio.run(asyncio.sleep(0))\nraise SystemExit(3)\n")
+    out = python("-m", "rustasync", "run", str(prog), timeout=60)
+    assert (out.returncode, out.stderr) == (3, "")
 
 
 @pytest.mark.parametrize(
