@@ -2,21 +2,32 @@
 
 ``import rustasync`` and use ``rustasync.sleep``, ``rustasync.gather`` where you
 would use asyncio's: they run on your own event loop (stock asyncio, uvloop)
-with asyncio's semantics, faster.
+with asyncio's semantics, faster. ``rustasync.install()`` (or
+``python -m rustasync run script.py``) serves asyncio's own names from rustasync.
 """
 
+from ._install import install as install
+from ._install import installed as installed
+from ._install import uninstall as uninstall
+from ._runner import run as run
 from ._rustasync import GatheringFuture as GatheringFuture
 from ._rustasync import RustPanic as RustPanic
 from ._rustasync import Sleep as Sleep
 from ._rustasync import __version__ as __version__
 from ._rustasync import gather as gather
 from ._rustasync import sleep as sleep
+from ._virtual import VirtualTimeLoop as VirtualTimeLoop
 
 __all__ = [
     "GatheringFuture",
     "RustPanic",
     "Sleep",
+    "VirtualTimeLoop",
     "__version__",
     "gather",
+    "install",
+    "installed",
+    "run",
     "sleep",
+    "uninstall",
 ]

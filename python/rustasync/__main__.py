@@ -1,0 +1,137 @@
+"""python -m rustasync: run asyncio programs on rustasync, demo, bench, stress.
+
+python -m rustasync run [--loop uvloop] [--virtual-time] SCRIPT.py [ARGS...]
+python -m rustasync run [...] -m MODULE [ARGS...]
+python -m rustasync demo [--fast]
+python -m rustasync bench [ARGS...]
+python -m rustasync stress [ARGS...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+# Subcommands that hand all their arguments, --help included, to a module.
+_FORWARDED = {
+    "bench": ("rustasync._benchcli", "benchmarks against stock asyncio"),
+    "stress": ("rustasync._stress", "stress and soak runs"),
+}
+
+
+def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    parser = argparse.ArgumentParser(
+        prog="python -m rustasync",
+        description="asyncio's sleep, gather and queues, implemented in Rust.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run an unmodified asyncio program with rustasync's primitives",
+        description=(
+            "Run SCRIPT (or MODULE, with -m) as __main__ with its own ARGS, as python would, "
+            "while asyncio.sleep, gather, Queue, LifoQueue and PriorityQueue are served by "
+            "rustasync."
+        ),
+        usage="%(prog)s [-h] [--loop {asyncio,uvloop}] [--virtual-time] [--stock] "
+        "(SCRIPT | -m MODULE) [ARGS ...]",
+    )
+    run.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop the program's asyncio.run() creates (default: asyncio's own)",
+    )
+    run.add_argument(
+        "--virtual-time",
+        action="store_true",
+        help="run on a virtual clock that jumps to the next timer instead of waiting; "
+        "time.perf_counter() and friends keep real time",
+    )
+    run.add_argument(
+        "--stock",
+        action="store_true",
+        help="leave asyncio's own primitives in place (to compare)",
+    )
+    run.add_argument(
+        "-m",
+        dest="module",
+        action="store_true",
+        help="SCRIPT is a module name: run it like python -m MODULE",
+    )
+    run.add_argument("target", metavar="SCRIPT", help="the program's path (or module name with -m)")
+    run.add_argument(
+        "args", nargs=argparse.REMAINDER, metavar="ARGS", help="the program's arguments"
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the tutorial's examples on stock asyncio and on rustasync, side by side",
+        description="Run each example under stock asyncio, then under rustasync; compare their "
+        "output and times. Exits with status 1 if any output differs.",
+    )
+    demo.add_argument("--fast", action="store_true", help="run the examples in virtual time")
+    demo.add_argument(
+        "--examples", metavar="DIR", help="directory holding the examples (default: found nearby)"
+    )
+    demo.add_argument("--width", type=int, help="terminal width (default: detected)")
+
+    for name, (_module, summary) in _FORWARDED.items():
+        commands.add_parser(name, help=summary, add_help=False)
+    return parser, run
+
+
+def _forward(command: str, argv: Sequence[str]) -> int:
+    module_name, _summary = _FORWARDED[command]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        print(
+            f"python -m rustasync {command}: not available in this build ({module_name} is missing)",
+            file=sys.stderr,
+        )
+        return 2
+    result = module.main(list(argv))
+    return int(result or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _FORWARDED:
+        return _forward(argv[0], argv[1:])
+    parser, run_parser = _parser()
+    ns = parser.parse_args(argv)
+    if ns.command == "run":
+        if ns.virtual_time and ns.loop != "asyncio":
+            run_parser.error(
+                "--virtual-time needs the asyncio loop (uvloop's clock cannot be replaced)"
+            )
+        if ns.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            run_parser.error("--loop uvloop: uvloop is not installed")
+        from . import _runner
+
+        return _runner.main(
+            ns.target,
+            ns.args,
+            module=ns.module,
+            loop=ns.loop,
+            virtual_time=ns.virtual_time,
+            stock=ns.stock,
+        )
+    if ns.command == "demo":
+        from . import _demo
+
+        return _demo.main(fast=ns.fast, examples=ns.examples, width=ns.width)
+    parser.error(f"unknown command {ns.command!r}")
+    return 2  # not reached: parser.error exits
+
+
+if __name__ == "__main__":
+    sys.exit(main())

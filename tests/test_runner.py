@@ -1,0 +1,430 @@
+"""install()/uninstall(), `python -m rustasync run`, and rustasync under asyncio's runners."""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.queues
+import asyncio.tasks
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import anyio
+import pytest
+import rustasync
+from _programs import python
+from rustasync import __main__ as cli
+from rustasync import _install
+
+REPLACED = {
+    "sleep": asyncio.tasks,
+    "gather": asyncio.tasks,
+    "Queue": asyncio.queues,
+    "LifoQueue": asyncio.queues,
+    "PriorityQueue": asyncio.queues,
+}
+
+
+def bindings() -> dict[tuple[str, str], object]:
+    """Every binding install() may change, by (module, name)."""
+    found = {}
+    for name, home in {**REPLACED, "QueueShutDown": asyncio.queues}.items():
+        for module in (asyncio, home):
+            found[(module.__name__, name)] = module.__dict__.get(name, "<absent>")
+    return found
+
+
+@pytest.fixture
+def stand_ins(monkeypatch):
+    """Distinct objects to install, so the mechanics can be tested on any build."""
+    table = {name: type(name, (), {}) for name in REPLACED}
+    monkeypatch.setattr(_install, "_replacements", lambda: dict(table))
+    return table
+
+
+@pytest.fixture(autouse=True)
+def asyncio_is_restored():
+    before = bindings()
+    yield
+    assert not _install.is_installed()
+    assert bindings() == before
+    for key, obj in before.items():
+        module, name = key
+        assert sys.modules[module].__dict__.get(name, "<absent>") is obj
+
+
+# -- install / uninstall -------------------------------------------------------------------------
+
+
+def test_install_rebinds_asyncio_and_its_submodules(stand_ins) -> None:
+    original = {name: getattr(asyncio, name) for name in REPLACED}
+    rustasync.install()
+    try:
+        for name, home in REPLACED.items():
+            assert getattr(asyncio, name) is stand_ins[name]
+            assert getattr(home, name) is stand_ins[name]
+        from asyncio import Queue, sleep
+
+        assert sleep is stand_ins["sleep"]
+        assert Queue is stand_ins["Queue"]
+    finally:
+        rustasync.uninstall()
+    for name, home in REPLACED.items():
+        assert getattr(asyncio, name) is original[name]
+        assert getattr(home, name) is original[name]
+
+
+def test_installs_nest(stand_ins) -> None:
+    original = asyncio.sleep
+    rustasync.install()
+    rustasync.install()
+    rustasync.uninstall()
+    assert asyncio.sleep is stand_ins["sleep"]
+    rustasync.uninstall()
+    assert asyncio.sleep is original
+
+
+def test_uninstall_without_install_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="not installed"):
+        rustasync.uninstall()
+
+
+def test_uninstall_restores_what_was_there_even_if_rebound_meanwhile(stand_ins) -> None:
+    original = asyncio.gather
+    rustasync.install()
+    asyncio.gather = asyncio.tasks.gather = object()
+    rustasync.uninstall()
+    assert asyncio.gather is original
+    assert asyncio.tasks.gather is original
+
+
+def test_context_manager_restores_on_error(stand_ins) -> None:
+    with pytest.raises(ZeroDivisionError):
+        with rustasync.installed():
+            assert asyncio.Queue is stand_ins["Queue"]
+            with rustasync.installed():
+                assert asyncio.Queue is stand_ins["Queue"]
+            assert asyncio.Queue is stand_ins["Queue"]
+            1 / 0  # noqa: B018
+
+
+def test_failed_install_leaves_asyncio_alone(monkeypatch) -> None:
+    def broken():
+        raise ImportError("no primitives in this build")
+
+    monkeypatch.setattr(_install, "_replacements", broken)
+    with pytest.raises(ImportError):
+        rustasync.install()
+    assert not _install.is_installed()
+
+
+def test_queue_shutdown_is_never_added_where_asyncio_has_none(stand_ins) -> None:
+    had = hasattr(asyncio, "QueueShutDown")
+    with rustasync.installed():
+        assert hasattr(asyncio, "QueueShutDown") == had
+        assert hasattr(asyncio.queues, "QueueShutDown") == had
+
+
+def test_absent_binding_is_removed_again(monkeypatch) -> None:
+    # Where a name did not exist before install() (QueueShutDown before 3.13,
+    # were it ever swapped there), uninstall() removes it rather than leaving a stand-in.
+    monkeypatch.delattr(asyncio.queues, "QueueShutDown", raising=False)
+    monkeypatch.delattr(asyncio, "QueueShutDown", raising=False)
+    monkeypatch.setattr(_install, "_replacements", lambda: {"QueueShutDown": type("Q", (), {})})
+    with rustasync.installed():
+        assert hasattr(asyncio, "QueueShutDown")
+    assert not hasattr(asyncio, "QueueShutDown")
+    assert not hasattr(asyncio.queues, "QueueShutDown")
+
+
+# -- with the real primitives ------------------------------------------------------------------
+
+
+def test_install_serves_rustasync_primitives() -> None:
+    with rustasync.installed():
+        assert asyncio.sleep is rustasync.sleep
+        assert asyncio.gather is rustasync.gather
+        assert asyncio.Queue is rustasync.Queue
+        assert asyncio.LifoQueue is rustasync.LifoQueue
+        assert asyncio.PriorityQueue is rustasync.PriorityQueue
+        assert asyncio.queues.PriorityQueue is rustasync.PriorityQueue
+
+        async def main():
+            q = asyncio.Queue()
+            await q.put(1)
+            got = await asyncio.gather(q.get(), asyncio.sleep(0, "slept"))
+            return type(q), got
+
+        kind, got = asyncio.run(main())
+        assert kind is rustasync.Queue
+        assert got == [1, "slept"]
+
+
+def test_queue_shutdown_is_caught_by_asyncio_name() -> None:
+    with rustasync.installed():
+        if not hasattr(asyncio, "QueueShutDown"):
+            pytest.skip("asyncio has no QueueShutDown before Python 3.13")
+
+        async def main():
+            q = asyncio.Queue()
+            q.shutdown()
+            with pytest.raises(asyncio.QueueShutDown):
+                await q.put(1)
+
+        asyncio.run(main())
+
+
+# -- python -m rustasync run ------------------------------------------------------------------
+
+
+def script(tmp_path: Path, source: str, name: str = "prog.py") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def test_run_gives_the_script_its_argv_and_main(tmp_path) -> None:
+    prog = script(
+        tmp_path,
+        """
+        import sys
+        print(sys.argv)
+        print(__name__, __file__)
+        print(sys.path[0])
+        """,
+    )
+    out = python("-m", "rustasync", "run", "--stock", str(prog), "-p", "2", "--", "-h", timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.lines == [
+        str([str(prog), "-p", "2", "--", "-h"]),
+        f"__main__ {prog}",
+        str(tmp_path),
+    ]
+
+
+def test_run_serves_rustasync_to_the_script(tmp_path) -> None:
+    prog = script(
+        tmp_path,
+        """
+        import asyncio
+        import asyncio.tasks
+        from asyncio import Queue, sleep
+        import rustasync
+
+        async def main():
+            print(asyncio.sleep is rustasync.sleep, sleep is rustasync.sleep)
+            print(asyncio.tasks.gather is rustasync.gather)
+            q = Queue()
+            print(type(q) is rustasync.Queue, isinstance(q, asyncio.queues.Queue))
+            await q.put(await asyncio.gather(sleep(0.01, "a"), sleep(0, "b")))
+            print(await q.get())
+
+        asyncio.run(main())
+        """,
+    )
+    out = python("-m", "rustasync", "run", str(prog), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.lines == ["True True", "True", "True True", "['a', 'b']"]
+
+
+def test_run_on_uvloop(tmp_path) -> None:
+    prog = script(
+        tmp_path,
+        """
+        import asyncio
+
+        async def main():
+            await asyncio.sleep(0.01)
+            print(type(asyncio.get_running_loop()).__module__.split(".")[0])
+
+        asyncio.run(main())
+        """,
+    )
+    out = python("-m", "rustasync", "run", "--loop", "uvloop", str(prog), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.lines == ["uvloop"]
+
+
+def test_run_module(tmp_path) -> None:
+    script(tmp_path, "import sys\nprint(__name__, sys.argv[1:])\n", "tutorial_mod.py")
+    out = python("-m", "rustasync", "run", "--stock", "-m", "tutorial_mod", "-c", "5", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.lines == ["__main__ ['-c', '5']"]
+
+
+def test_run_missing_module_is_like_python(tmp_path) -> None:
+    out = python("-m", "rustasync", "run", "-m", "no_such_module_here", cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.strip().endswith("No module named no_such_module_here")
+
+
+def test_run_missing_script_is_like_python(tmp_path) -> None:
+    missing = tmp_path / "missing.py"
+    ours = python("-m", "rustasync", "run", str(missing))
+    theirs = python(str(missing))
+    assert ours.returncode == theirs.returncode == 2
+    assert ours.stderr == theirs.stderr
+
+
+def test_run_raising_script_shows_only_its_own_frames(tmp_path) -> None:
+    prog = script(
+        tmp_path,
+        """
+        import asyncio
+
+        async def boom():
+            await asyncio.sleep(0)
+            raise ValueError("boom")
+
+        print("before")
+        asyncio.run(boom())
+        """,
+    )
+    ours = python("-m", "rustasync", "run", "--stock", str(prog), timeout=60)
+    theirs = python(str(prog), timeout=60)
+    assert ours.returncode == theirs.returncode == 1
+    assert ours.lines == ["before"]
+    assert ours.stderr == theirs.stderr
+    assert ours.stderr.splitlines()[1] == f'  File "{prog}", line 9, in <module>'
+    assert "rustasync" not in ours.stderr and "runpy" not in ours.stderr
+
+
+def test_run_raising_script_with_rustasync(tmp_path) -> None:
+    prog = script(
+        tmp_path,
+        """
+        import asyncio
+
+        async def main():
+            await asyncio.sleep(0.001)
+            1 / 0
+
+        asyncio.run(main())
+        """,
+    )
+    out = python("-m", "rustasync", "run", str(prog), timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.startswith(f'Traceback (most recent call last):\n  File "{prog}", line 8')
+    assert out.stderr.rstrip().endswith("ZeroDivisionError: division by zero")
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "stderr"),
+    [("3", 3, ""), ("0", 0, ""), ("None", 0, ""), ("'bye'", 1, "bye\n")],
+)
+def test_run_system_exit_is_like_python(tmp_path, code, status, stderr) -> None:
+    prog = script(tmp_path, f"raise SystemExit({code})\n")
+    out = python("-m", "rustasync", "run", "--stock", str(prog), timeout=60)
+    assert (out.returncode, out.stderr) == (status, stderr)
+
+
+def test_run_system_exit_with_rustasync_installed(tmp_path) -> None:
+    prog = script(tmp_path, "import asyncio\nasyncio.run(asyncio.sleep(0))\nraise SystemExit(3)\n")
+    out = python("-m", "rustasync", "run", str(prog), timeout=60)
+    assert (out.returncode, out.stderr) == (3, "")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["run"],
+        ["run", "--loop", "trio", "x.py"],
+        ["run", "--virtual-time", "--loop", "uvloop", "x.py"],
+        ["frobnicate"],
+    ],
+)
+def test_cli_misuse_prints_usage_and_exits_2(argv) -> None:
+    out = python("-m", "rustasync", *argv, timeout=60)
+    assert out.returncode == 2
+    assert "usage:" in out.stderr
+
+
+def test_run_restores_asyncio_after_the_script(tmp_path, stand_ins) -> None:
+    from rustasync import _runner
+
+    prog = script(tmp_path, "import asyncio, sys\nsys.stdout.write(asyncio.sleep.__name__)\n")
+    with pytest.raises(SystemExit):
+        _runner.run_path(script(tmp_path, "raise SystemExit(4)\n", "exits.py"))
+    _runner.run_path(prog)
+    assert not _install.is_installed()
+
+
+@pytest.mark.parametrize("command", ["bench", "stress"])
+def test_bench_and_stress_forward_their_argv(monkeypatch, command) -> None:
+    seen = []
+    module = types.ModuleType(cli._FORWARDED[command][0])
+    module.main = lambda argv: seen.append(argv) or 7
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    assert cli.main([command, "--help", "-n", "3", "run"]) == 7
+    assert seen == [["--help", "-n", "3", "run"]]
+
+
+# -- rustasync's primitives under asyncio's machinery -------------------------------------------
+
+
+async def _producer_consumer() -> list[int]:
+    q = rustasync.Queue()
+    got = []
+
+    async def consume():
+        while True:
+            got.append(await q.get())
+            q.task_done()
+
+    consumer = asyncio.ensure_future(consume())
+    await rustasync.gather(*(q.put(i) for i in range(5)))
+    await q.join()
+    consumer.cancel()
+    await rustasync.sleep(0)
+    return got
+
+
+def test_primitives_under_runner() -> None:
+    with asyncio.Runner() as runner:
+        assert runner.run(_producer_consumer()) == [0, 1, 2, 3, 4]
+        assert runner.run(rustasync.sleep(0.001, "again")) == "again"
+
+
+def test_primitives_under_task_group() -> None:
+    async def main():
+        q = rustasync.LifoQueue()
+        async with asyncio.TaskGroup() as tg:
+            for i in range(3):
+                tg.create_task(q.put(i))
+            tg.create_task(rustasync.sleep(0.001))
+        return [q.get_nowait() for _ in range(3)]
+
+    assert asyncio.run(main()) == [2, 1, 0]
+
+
+def test_primitives_under_timeout() -> None:
+    async def main():
+        q = rustasync.PriorityQueue()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.01):
+                await q.get()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.01):
+                await rustasync.sleep(10)
+        return await asyncio.wait_for(rustasync.gather(rustasync.sleep(0, 1)), 1)
+
+    assert asyncio.run(main()) == [1]
+
+
+@pytest.mark.asyncio
+async def test_primitives_under_pytest_asyncio() -> None:
+    assert await _producer_consumer() == [0, 1, 2, 3, 4]
+
+
+def test_primitives_under_anyio_asyncio_backend() -> None:
+    async def main():
+        q = rustasync.Queue()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(q.put, "x")
+            tg.start_soon(rustasync.sleep, 0.001)
+        with anyio.fail_after(1):
+            return await rustasync.gather(q.get(), rustasync.sleep(0, "y"))
+
+    assert anyio.run(main, backend="asyncio") == ["x", "y"]

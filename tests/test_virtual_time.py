@@ -1,0 +1,240 @@
+"""VirtualTimeLoop: the clock jumps to the next timer, and nothing else changes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+import rustasync
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rustasync import VirtualTimeLoop
+
+
+def vrun(coro):
+    return rustasync.run(coro, virtual_time=True)
+
+
+def test_clock_starts_at_zero_and_jumps_to_each_timer() -> None:
+    async def main():
+        loop = asyncio.get_running_loop()
+        readings = [loop.time()]
+        await asyncio.sleep(5)
+        readings.append(loop.time())
+        await asyncio.sleep(0.25)
+        readings.append(loop.time())
+        return readings
+
+    began = time.monotonic()
+    assert vrun(main()) == [0.0, 5.0, 5.25]
+    assert time.monotonic() - began < 1.0
+
+
+def test_a_day_of_sleeps_takes_no_time() -> None:
+    async def main():
+        await asyncio.gather(*(asyncio.sleep(3600 * i) for i in range(25)))
+        return asyncio.get_running_loop().time()
+
+    began = time.monotonic()
+    assert vrun(main()) == 24 * 3600.0
+    assert time.monotonic() - began < 1.0
+
+
+def test_timers_fire_in_deadline_order_ties_in_scheduling_order() -> None:
+    fired = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        for name, delay in [("a", 2), ("b", 1), ("c", 2), ("d", 1), ("e", 0), ("f", 2)]:
+            loop.call_later(delay, lambda n=name: fired.append((n, loop.time())))
+        loop.call_at(1.0, lambda: fired.append(("g", loop.time())))
+        await asyncio.sleep(3)
+
+    vrun(main())
+    assert fired == [
+        ("e", 0.0),
+        ("b", 1.0),
+        ("d", 1.0),
+        ("g", 1.0),
+        ("a", 2.0),
+        ("c", 2.0),
+        ("f", 2.0),
+    ]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3)), min_size=1, max_size=30))
+def test_every_timer_fires_at_its_deadline_in_order(plan) -> None:
+    """Timers (some scheduling more timers) fire at their deadline, ties first-come."""
+    fired: list[tuple[float, int]] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        seq = iter(range(10_000))
+        expected = []
+        done = loop.create_future()
+        pending = [0]
+
+        def schedule(delay, children):
+            n = next(seq)
+            when = loop.time() + delay
+            expected.append((when, n))
+            pending[0] += 1
+            loop.call_at(when, fire, n, children)
+
+        def fire(n, children):
+            fired.append((loop.time(), n))
+            for _ in range(children):
+                schedule(children, 0)
+            pending[0] -= 1
+            if not pending[0]:
+                done.set_result(None)
+
+        for delay, children in plan:
+            schedule(delay, children)
+        await done
+        return expected
+
+    expected = vrun(main())
+    assert fired == sorted(expected)
+
+
+def test_cancelled_timers_do_not_move_the_clock() -> None:
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.call_later(100, lambda: None).cancel()
+        await asyncio.sleep(1)
+        return loop.time()
+
+    assert vrun(main()) == 1.0
+
+
+def test_timeout_and_wait_for_follow_the_clock() -> None:
+    async def main():
+        loop = asyncio.get_running_loop()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(30):
+                await asyncio.sleep(3600)
+        assert loop.time() == 30.0
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.Event().wait(), 12)
+        return loop.time()
+
+    assert vrun(main()) == 42.0
+
+
+def test_ready_io_is_handled_before_the_clock_jumps() -> None:
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        events = []
+        loop.call_later(10, lambda: events.append(("timer", loop.time())))
+        b.send(b"x")
+        await asyncio.sleep(0)  # the data is already there when the loop goes idle
+        loop.add_reader(a, lambda: events.append(("readable", loop.time())) or a.recv(1))
+        await asyncio.sleep(20)
+        loop.remove_reader(a)
+        a.close()
+        b.close()
+        return events
+
+    assert vrun(main()) == [("readable", 0.0), ("timer", 10.0)]
+
+
+def test_without_timers_the_loop_waits_for_threads() -> None:
+    async def main():
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        threading.Timer(0.05, loop.call_soon_threadsafe, (fut.set_result, "woken")).start()
+        return await fut, loop.time()
+
+    assert vrun(main()) == ("woken", 0.0)
+
+
+def test_executor_work_holds_the_clock() -> None:
+    async def main():
+        loop = asyncio.get_running_loop()
+        # A pending timer would let the clock jump past the thread's work.
+        sleeper = asyncio.ensure_future(asyncio.sleep(60))
+        result = await asyncio.wait_for(asyncio.to_thread(time.sleep, 0.05), timeout=30)
+        assert loop.time() < 30
+        await sleeper
+        return result, loop.time()
+
+    assert vrun(main()) == (None, 60.0)
+
+
+def test_default_executor_shuts_down_without_warnings() -> None:
+    async def main():
+        await asyncio.to_thread(lambda: None)
+        await asyncio.sleep(1)
+
+    vrun(main())  # warnings are errors: a premature join timeout would fail here
+
+
+def test_usable_as_a_runner_loop_factory() -> None:
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        runner.run(asyncio.sleep(7))
+        assert runner.get_loop().time() == 7.0
+        runner.run(asyncio.sleep(1))
+        assert runner.get_loop().time() == 8.0
+
+
+def test_start_time_can_be_chosen() -> None:
+    loop = VirtualTimeLoop(start=1000.0)
+    try:
+        loop.run_until_complete(asyncio.sleep(5))
+        assert loop.time() == 1005.0
+    finally:
+        loop.close()
+
+
+def test_run_takes_virtual_time_or_a_loop_factory_not_both() -> None:
+    coro = asyncio.sleep(0)
+    with pytest.raises(ValueError):
+        rustasync.run(coro, virtual_time=True, loop_factory=asyncio.new_event_loop)
+    coro.close()
+
+
+def test_run_without_virtual_time_is_asyncio_run() -> None:
+    async def main():
+        return type(asyncio.get_running_loop())
+
+    assert not issubclass(rustasync.run(main()), VirtualTimeLoop)
+    assert rustasync.run(main(), loop_factory=VirtualTimeLoop) is VirtualTimeLoop
+
+
+def test_debug_mode() -> None:
+    async def main():
+        await asyncio.sleep(2)
+        return asyncio.get_running_loop().get_debug()
+
+    assert rustasync.run(main(), virtual_time=True, debug=True) is True
+
+
+# -- rustasync's primitives on the virtual clock (need the real primitives) --------------------
+
+
+def test_rustasync_sleep_follows_the_virtual_clock() -> None:
+    async def main():
+        loop = asyncio.get_running_loop()
+        got = await rustasync.gather(rustasync.sleep(3, "a"), rustasync.sleep(1, "b"))
+        return got, loop.time()
+
+    assert vrun(main()) == (["a", "b"], 3.0)
+
+
+def test_rustasync_queue_with_timeout_on_the_virtual_clock() -> None:
+    async def main():
+        loop = asyncio.get_running_loop()
+        q = rustasync.Queue()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(5):
+                await q.get()
+        return loop.time()
+
+    assert vrun(main()) == 5.0
