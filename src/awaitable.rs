@@ -60,8 +60,8 @@ pub fn complete(py: Python<'_>, value: Py<PyAny>) -> PyResult<Option<Py<PyAny>>>
     let v = value.bind(py);
     // Tuples and exception instances would be read as constructor arguments
     // or as the exception itself: wrap them as CPython's generators do.
-    let needs_wrap = v.is_instance_of::<PyTuple>()
-        || unsafe { ffi::PyExceptionInstance_Check(v.as_ptr()) } != 0;
+    let needs_wrap =
+        v.is_instance_of::<PyTuple>() || unsafe { ffi::PyExceptionInstance_Check(v.as_ptr()) } != 0;
     let arg = if needs_wrap {
         PyTuple::new(py, [v])?.into_any().unbind()
     } else {

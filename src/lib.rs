@@ -7,10 +7,12 @@ use pyo3::prelude::*;
 
 pub mod awaitable;
 pub mod errors;
+pub mod queue;
 
 #[pymodule]
 fn _rustasync(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
+    queue::register(m)?;
     Ok(())
 }
