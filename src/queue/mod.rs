@@ -27,6 +27,7 @@
 //! `RuntimeError` instead of a deadlock.
 
 pub mod heap;
+pub mod lock;
 pub mod op;
 pub mod pyqueue;
 pub mod state;
@@ -92,6 +93,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pyqueue::PyLifoQueue>()?;
     m.add_class::<pyqueue::PyPriorityQueue>()?;
     crate::awaitable::patch_am_send::<op::QueueOp>(py);
+    crate::awaitable::patch_am_await_self::<op::QueueOp>(py);
     let exc = QueueExceptions::get(py)?;
     m.add("QueueEmpty", exc.empty.bind(py))?;
     m.add("QueueFull", exc.full.bind(py))?;

@@ -8,6 +8,7 @@
 //! Dropping or closing one that was never awaited does nothing and warns
 //! nothing.
 
+use super::lock::{TryGuard, TryLock};
 use super::pyqueue::{is_done, py_lt, raise, PyQueue};
 use super::state::{QueueError, WaitList};
 use crate::awaitable::{next_result, Step, Stepper};
@@ -20,7 +21,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 use pyo3::{intern, PyTraverseError};
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, TryLockError};
 
 /// The operation an op performs.
 pub enum Work {
@@ -74,14 +74,14 @@ struct OpState {
 #[pyclass(frozen, module = "rustasync._rustasync", name = "QueueOp")]
 pub struct QueueOp {
     queue: Py<PyQueue>,
-    state: Mutex<OpState>,
+    state: TryLock<OpState>,
 }
 
 impl QueueOp {
     pub fn create(queue: &Bound<'_, PyQueue>, work: Work) -> PyResult<Py<QueueOp>> {
         let op = QueueOp {
             queue: queue.clone().unbind(),
-            state: Mutex::new(OpState {
+            state: TryLock::new(OpState {
                 work,
                 phase: Phase::Start,
             }),
@@ -89,14 +89,11 @@ impl QueueOp {
         Py::new(queue.py(), op)
     }
 
-    fn state(&self) -> PyResult<MutexGuard<'_, OpState>> {
-        match self.state.try_lock() {
-            Ok(g) => Ok(g),
-            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
-            Err(TryLockError::WouldBlock) => {
-                Err(PyValueError::new_err("coroutine already executing"))
-            }
-        }
+    #[inline]
+    fn state(&self) -> PyResult<TryGuard<'_, OpState>> {
+        self.state
+            .try_lock()
+            .ok_or_else(|| PyValueError::new_err("coroutine already executing"))
     }
 
     /// One `send(None)`.
@@ -389,7 +386,7 @@ impl QueueOp {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.queue)?;
-        let Ok(st) = self.state.try_lock() else {
+        let Some(st) = self.state.try_lock() else {
             return Ok(());
         };
         if let Phase::Waiting(f) = &st.phase {
@@ -408,7 +405,7 @@ impl QueueOp {
     }
 
     fn __clear__(&self) {
-        if let Ok(mut st) = self.state.try_lock() {
+        if let Some(mut st) = self.state.try_lock() {
             let phase = std::mem::replace(&mut st.phase, Phase::Done);
             let work = std::mem::replace(&mut st.work, Work::Get);
             drop(st);
@@ -421,10 +418,7 @@ impl Drop for QueueOp {
     /// A waiting operation dropped without being closed (driven by hand and
     /// forgotten) leaves the waiter list, as a finalised coroutine would.
     fn drop(&mut self) {
-        let st = match self.state.get_mut() {
-            Ok(st) => st,
-            Err(p) => p.into_inner(),
-        };
+        let st = self.state.get_mut();
         if let Phase::Waiting(fut) = std::mem::replace(&mut st.phase, Phase::Done) {
             let which = st.work.list();
             Python::attach(|py| {

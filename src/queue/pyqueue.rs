@@ -4,6 +4,7 @@
 //! waking futures, loop binding and `repr`. The awaitable methods return a
 //! [`QueueOp`] that does its work when awaited.
 
+use super::lock::{TryGuard, TryLock};
 use super::op::{QueueOp, Work};
 use super::queue_error;
 use super::state::{Kind, Limit, QueueCore, QueueError, WaitList};
@@ -14,7 +15,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyInt, PyList};
 use pyo3::{intern, PyTraverseError};
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, TryLockError};
 
 pub type Core = QueueCore<Py<PyAny>, Py<PyAny>>;
 
@@ -39,7 +39,7 @@ pub type Core = QueueCore<Py<PyAny>, Py<PyAny>>;
     name = "Queue"
 )]
 pub struct PyQueue {
-    core: Mutex<Core>,
+    core: TryLock<Core>,
     maxsize: Py<PyAny>,
 }
 
@@ -76,22 +76,21 @@ fn parse_maxsize(obj: &Bound<'_, PyAny>) -> PyResult<Limit> {
 impl PyQueue {
     fn build(kind: Kind, maxsize: &Bound<'_, PyAny>) -> PyResult<Self> {
         Ok(PyQueue {
-            core: Mutex::new(QueueCore::new(kind, parse_maxsize(maxsize)?)),
+            core: TryLock::new(QueueCore::new(kind, parse_maxsize(maxsize)?)),
             maxsize: maxsize.clone().unbind(),
         })
     }
 
     /// The state, or `RuntimeError` when it is already locked (a `<` of a
     /// priority item touching its own queue, or another thread).
-    pub fn lock(&self) -> PyResult<MutexGuard<'_, Core>> {
-        match self.core.try_lock() {
-            Ok(g) => Ok(g),
-            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
-            Err(TryLockError::WouldBlock) => Err(PyRuntimeError::new_err(
+    #[inline]
+    pub fn lock(&self) -> PyResult<TryGuard<'_, Core>> {
+        self.core.try_lock().ok_or_else(|| {
+            PyRuntimeError::new_err(
                 "Queue used while it is busy (re-entered from an item comparison, \
                  or used from another thread)",
-            )),
-        }
+            )
+        })
     }
 
     /// Wake the first waiter of `which` that is not done (asyncio's
@@ -548,7 +547,7 @@ impl PyQueue {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.maxsize)?;
-        let Ok(core) = self.core.try_lock() else {
+        let Some(core) = self.core.try_lock() else {
             return Ok(());
         };
         for x in core.items() {
@@ -568,7 +567,7 @@ impl PyQueue {
     }
 
     fn __clear__(&self) {
-        if let Ok(mut core) = self.core.try_lock() {
+        if let Some(mut core) = self.core.try_lock() {
             let _ = core.shutdown(true);
             let old = std::mem::replace(&mut *core, QueueCore::new(Kind::Fifo, Limit::Unbounded));
             drop(core);
