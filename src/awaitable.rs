@@ -261,3 +261,28 @@ pub fn invalid_state(py: Python<'_>, msg: &str) -> PyErr {
 pub fn await_misuse() -> PyErr {
     PyRuntimeError::new_err("await wasn't used with future")
 }
+
+#[cfg(not(Py_LIMITED_API))]
+unsafe extern "C" fn am_await_self(obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    ffi::Py_INCREF(obj);
+    obj
+}
+
+/// Make `__await__` of `T` return the object itself straight from the
+/// `am_await` slot, without a call through PyO3's method trampoline (every
+/// `await` goes through this slot, on every Python version). `T` must also
+/// define a Python-level `__await__` returning `self`, which this replaces
+/// at the C level only. Full API only; elsewhere this does nothing.
+pub fn patch_am_await_self<T: PyClass>(py: Python<'_>) {
+    #[cfg(not(Py_LIMITED_API))]
+    unsafe {
+        let tp = py.get_type::<T>().as_type_ptr();
+        let am = (*tp).tp_as_async;
+        if !am.is_null() && (*am).am_await.is_some() {
+            (*am).am_await = Some(am_await_self);
+            ffi::PyType_Modified(tp);
+        }
+    }
+    #[cfg(Py_LIMITED_API)]
+    let _ = py;
+}

@@ -865,5 +865,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<GatheringFuture>()?;
     m.add_function(wrap_pyfunction!(gather, m)?)?;
     awaitable::patch_am_send::<GatheringFuture>(m.py());
+    awaitable::patch_am_await_self::<GatheringFuture>(m.py());
     Ok(())
 }

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 pub mod awaitable;
 pub mod errors;
 pub mod gather;
+pub mod queue;
 pub mod sleep;
 pub mod timers;
 
@@ -17,5 +18,6 @@ fn _rustasync(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     sleep::register(m)?;
     gather::register(m)?;
+    queue::register(m)?;
     Ok(())
 }

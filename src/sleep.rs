@@ -310,5 +310,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<LoopTimers>()?;
     m.add_function(wrap_pyfunction!(sleep, m)?)?;
     awaitable::patch_am_send::<Sleep>(m.py());
+    awaitable::patch_am_await_self::<Sleep>(m.py());
     Ok(())
 }

@@ -1,9 +1,10 @@
 """rustasync: asyncio's sleep, gather and queues, implemented in Rust.
 
-``import rustasync`` and use ``rustasync.sleep``, ``rustasync.gather`` where you
-would use asyncio's: they run on your own event loop (stock asyncio, uvloop)
-with asyncio's semantics, faster. ``rustasync.install()`` (or
-``python -m rustasync run script.py``) serves asyncio's own names from rustasync.
+``import rustasync`` and use ``rustasync.sleep``, ``rustasync.gather`` and
+``rustasync.Queue`` where you would use asyncio's: they run on your own event
+loop (stock asyncio, uvloop) with asyncio's semantics, faster.
+``rustasync.install()`` (or ``python -m rustasync run script.py``) serves
+asyncio's own names from rustasync.
 """
 
 from ._install import install as install
@@ -11,6 +12,12 @@ from ._install import installed as installed
 from ._install import uninstall as uninstall
 from ._runner import run as run
 from ._rustasync import GatheringFuture as GatheringFuture
+from ._rustasync import LifoQueue as LifoQueue
+from ._rustasync import PriorityQueue as PriorityQueue
+from ._rustasync import Queue as Queue
+from ._rustasync import QueueEmpty as QueueEmpty
+from ._rustasync import QueueFull as QueueFull
+from ._rustasync import QueueShutDown as QueueShutDown
 from ._rustasync import RustPanic as RustPanic
 from ._rustasync import Sleep as Sleep
 from ._rustasync import __version__ as __version__
@@ -20,6 +27,12 @@ from ._virtual import VirtualTimeLoop as VirtualTimeLoop
 
 __all__ = [
     "GatheringFuture",
+    "LifoQueue",
+    "PriorityQueue",
+    "Queue",
+    "QueueEmpty",
+    "QueueFull",
+    "QueueShutDown",
     "RustPanic",
     "Sleep",
     "VirtualTimeLoop",
