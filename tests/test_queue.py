@@ -15,8 +15,9 @@ import sys
 import types
 
 import pytest
-import rustasync
 from queue_impls import IMPLS, LOOPS, STOCK, run
+
+import rustasync
 
 
 @pytest.fixture(params=list(IMPLS))

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-import rustasync
 from _programs import python
+
+import rustasync
 from rustasync import __main__ as cli
 from rustasync import _install
 

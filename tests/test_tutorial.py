@@ -36,6 +36,7 @@ from _programs import (
     start,
     virtual,
 )
+
 from rustasync import _demo
 
 IDS = [str(case).replace(" ", "") for case in CASES]

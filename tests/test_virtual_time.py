@@ -8,9 +8,10 @@ import threading
 import time
 
 import pytest
-import rustasync
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import rustasync
 from rustasync import VirtualTimeLoop
 
 
