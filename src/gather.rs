@@ -681,6 +681,29 @@ fn gather_loop<'py>(py: Python<'py>, args: &Bound<'py, PyTuple>) -> PyResult<Bou
     Err(PyRuntimeError::new_err("no running event loop"))
 }
 
+/// Every future argument must belong to `loop_` (checked before anything is
+/// created, with asyncio's message).
+fn check_future_loops(
+    py: Python<'_>,
+    args: &Bound<'_, PyTuple>,
+    loop_: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let isfuture = Imports::get(py)?.isfuture.bind(py);
+    for a in args.iter() {
+        if unsafe { ffi::PyCoro_CheckExact(a.as_ptr()) } != 0 || a.is_instance_of::<Sleep>() {
+            continue;
+        }
+        if isfuture.call1((&a,))?.is_truthy()?
+            && !a.call_method0(intern!(py, "get_loop"))?.is(loop_)
+        {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "The future belongs to a different loop than the one specified as the loop argument",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// gather(*aws, return_exceptions=False)
 /// --
 ///
@@ -734,7 +757,8 @@ pub fn gather<'py>(
             }
         }
     }
-    let loop_ = match gather_loop(py, aws) {
+    let loop_ = match gather_loop(py, aws).and_then(|l| check_future_loops(py, aws, &l).map(|_| l))
+    {
         Ok(l) => l,
         Err(e) => {
             close_coroutines(aws);

@@ -339,3 +339,19 @@ def test_started_sleep_is_wrapped_not_adopted():
         return await rustasync.gather(s)
 
     assert asyncio.run(main()) == [None]
+
+
+def test_future_of_another_loop_leaves_nothing_running():
+    other = asyncio.new_event_loop()
+    try:
+        foreign = other.create_future()
+
+        async def main():
+            before = len(asyncio.all_tasks())
+            with pytest.raises(ValueError, match="different loop"):
+                rustasync.gather(value(1), foreign)
+            return len(asyncio.all_tasks()) - before
+
+        assert asyncio.run(main()) == 0
+    finally:
+        other.close()
