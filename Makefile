@@ -16,13 +16,15 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip
 
 .PHONY: install
-install: $(PY) ## Build the extension (release) and install it with its test tools
-	$(PIP) install --quiet '.[test]'
+# The test build also compiles the panic hooks (src/testhooks.rs) the test
+# suite injects faults with; maturin's PEP 517 backend reads MATURIN_PEP517_ARGS.
+install: $(PY) ## Build the extension (release, with test hooks) and install it with its test tools
+	MATURIN_PEP517_ARGS="--features test-hooks" $(PIP) install --quiet '.[test]'
 
 .PHONY: dev
 dev: $(PY) ## Editable development build (rebuild with `make dev` after Rust changes)
 	$(PIP) install --quiet maturin '.[test]'
-	$(VENV)/bin/maturin develop --release
+	$(VENV)/bin/maturin develop --release --features test-hooks
 
 .PHONY: demo
 demo: $(PY) ## Install and run the main job: the tutorial's scripts on stock asyncio and on rustasync

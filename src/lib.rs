@@ -10,6 +10,8 @@ pub mod errors;
 pub mod gather;
 pub mod queue;
 pub mod sleep;
+#[cfg(feature = "test-hooks")]
+pub mod testhooks;
 pub mod timers;
 
 #[pymodule]
@@ -19,5 +21,7 @@ fn _rustasync(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sleep::register(m)?;
     gather::register(m)?;
     queue::register(m)?;
+    #[cfg(feature = "test-hooks")]
+    testhooks::register(m)?;
     Ok(())
 }
