@@ -514,17 +514,33 @@ impl GatheringFuture {
     /// Remove every registration of `fn`; returns how many were removed.
     #[pyo3(signature = (fn_, /))]
     fn remove_done_callback(&self, fn_: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let mut inner = self.inner.lock().unwrap();
-        let before = inner.callbacks.len();
-        let mut keep = Vec::with_capacity(before);
-        for (cb, ctx) in inner.callbacks.drain(..) {
-            if cb.bind(fn_.py()).eq(fn_)? {
-                continue;
+        let py = fn_.py();
+        // `==` runs Python code that may use this very future (and the
+        // removed callbacks' finalisers may too): compare and drop without
+        // holding the lock, which is not re-entrant.
+        let snapshot: Vec<Py<PyAny>> = {
+            let inner = self.inner.lock().unwrap();
+            inner
+                .callbacks
+                .iter()
+                .map(|(cb, _)| cb.clone_ref(py))
+                .collect()
+        };
+        let mut matching = Vec::new();
+        for cb in &snapshot {
+            if cb.bind(py).eq(fn_)? {
+                matching.push(cb.as_ptr());
             }
-            keep.push((cb, ctx));
         }
-        inner.callbacks = keep;
-        Ok(before - inner.callbacks.len())
+        let removed: Vec<_> = {
+            let mut inner = self.inner.lock().unwrap();
+            let (gone, keep) = std::mem::take(&mut inner.callbacks)
+                .into_iter()
+                .partition(|(cb, _)| matching.contains(&cb.as_ptr()));
+            inner.callbacks = keep;
+            gone
+        };
+        Ok(removed.len())
     }
 
     /// Cancel every child that is not done. Returns True if one accepted; the
@@ -622,11 +638,15 @@ impl GatheringFuture {
     }
 
     fn __clear__(&self) {
-        if let Ok(mut inner) = self.inner.lock() {
-            inner.callbacks.clear();
-            inner.children.clear();
+        // Drop outside the lock: a child's finaliser may call back in.
+        let taken = self.inner.lock().ok().map(|mut inner| {
             inner.arg_child.clear();
-        }
+            (
+                std::mem::take(&mut inner.callbacks),
+                std::mem::take(&mut inner.children),
+            )
+        });
+        drop(taken);
     }
 }
 

@@ -233,11 +233,12 @@ impl Sleep {
     }
 
     fn __clear__(&self) {
-        if let Ok(mut st) = self.state.lock() {
-            if matches!(*st, SleepState::Waiting { .. }) {
-                *st = SleepState::Done;
-            }
-        }
+        // Drop the future outside the lock: its finaliser may call back in.
+        let old = self.state.lock().ok().and_then(|mut st| {
+            matches!(*st, SleepState::Waiting { .. })
+                .then(|| std::mem::replace(&mut *st, SleepState::Done))
+        });
+        drop(old);
     }
 }
 

@@ -287,10 +287,13 @@ impl LoopTimers {
     }
 
     fn __clear__(&self) {
-        if let Ok(mut heap) = self.heap.lock() {
-            heap.entries.clear();
-            heap.armed = None;
-        }
+        // Drop the entries outside the lock: their finalisers may call back in.
+        let old = self
+            .heap
+            .lock()
+            .ok()
+            .map(|mut heap| (std::mem::take(&mut heap.entries), heap.armed.take()));
+        drop(old);
     }
 }
 

@@ -355,3 +355,32 @@ def test_future_of_another_loop_leaves_nothing_running():
         assert asyncio.run(main()) == 0
     finally:
         other.close()
+
+
+def test_remove_done_callback_with_reentrant_eq(impl, run):
+    """A callback whose `__eq__` uses the gather itself (regression: the
+    comparison ran under the gather's lock and deadlocked)."""
+
+    async def main():
+        g = impl.gather(impl.sleep(0.001, "x"))
+        calls = []
+
+        class Cb:
+            def __call__(self, fut):
+                calls.append(fut.result())
+
+            def __eq__(self, other):
+                assert not g.done() and not g.cancelled()
+                return other is self
+
+            __hash__ = object.__hash__
+
+        cb = Cb()
+        g.add_done_callback(cb)
+        assert g.remove_done_callback(lambda f: None) == 0
+        assert g.remove_done_callback(cb) == 1
+        assert await g == ["x"]
+        await impl.sleep(0)
+        return calls
+
+    assert run(main()) == []
