@@ -752,12 +752,18 @@ fn check_future_loops(
 /// A child cancelled from outside makes it raise `CancelledError` (or returns
 /// one in place with `return_exceptions=True`).
 #[pyfunction]
-#[pyo3(signature = (*aws, return_exceptions=false))]
+#[pyo3(signature = (*aws, return_exceptions=None))]
 pub fn gather<'py>(
     py: Python<'py>,
     aws: &Bound<'py, PyTuple>,
-    return_exceptions: bool,
+    return_exceptions: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    // Any object, read for its truth value, as asyncio's `if not
+    // return_exceptions:` does.
+    let return_exceptions = match return_exceptions {
+        Some(flag) => flag.is_truthy()?,
+        None => false,
+    };
     if aws.is_empty() {
         let loop_ = gather_loop(py, aws)?;
         let fut = loop_.call_method0(intern!(py, "create_future"))?;

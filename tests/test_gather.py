@@ -384,3 +384,20 @@ def test_remove_done_callback_with_reentrant_eq(impl, run):
         return calls
 
     assert run(main()) == []
+
+
+@pytest.mark.parametrize("flag", [1, "yes", [0], 0, None, "", ()], ids=repr)
+def test_return_exceptions_is_read_for_truth(impl, run, flag):
+    """asyncio tests `if not return_exceptions:` (regression: rustasync only
+    took a bool and raised TypeError for anything else)."""
+
+    async def main():
+        async def boom():
+            raise KeyError("k")
+
+        try:
+            return [type(r).__name__ for r in await impl.gather(boom(), return_exceptions=flag)]
+        except KeyError:
+            return "raised"
+
+    assert run(main()) == (["KeyError"] if flag else "raised")
