@@ -255,13 +255,26 @@ fn parse_delay(delay: &Bound<'_, PyAny>) -> PyResult<f64> {
                 f64::NEG_INFINITY
             }
         })
-    } else if delay.is_instance_of::<PyString>() || !delay.hasattr("__float__")? {
-        return Err(PyTypeError::new_err(format!(
-            "sleep() argument 'delay' must be a real number, not {}",
-            delay.get_type().name()?
-        )));
     } else {
-        delay.call_method0("__float__")?.extract::<f64>()?
+        // Anything else is accepted when asyncio's `loop.time() + delay`
+        // gives a float (a Fraction does, a Decimal or a str does not).
+        let sum = if delay.is_instance_of::<PyString>() {
+            None
+        } else {
+            PyFloat::new(delay.py(), 0.0)
+                .add(delay)
+                .and_then(|s| s.extract::<f64>())
+                .ok()
+        };
+        match sum {
+            Some(d) => d,
+            None => {
+                return Err(PyTypeError::new_err(format!(
+                    "sleep() argument 'delay' must be a real number, not {}",
+                    delay.get_type().name()?
+                )))
+            }
+        }
     };
     if d.is_nan() {
         return Err(PyValueError::new_err(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import decimal
+import fractions
 import gc
 import math
 import sys
@@ -311,3 +313,25 @@ def test_sleep_under_tracing():
     finally:
         sys.settrace(None)
     assert seen
+
+
+@pytest.mark.parametrize(
+    "delay, ok",
+    [(fractions.Fraction(1, 1000), True), (decimal.Decimal("0.001"), False)],
+    ids=repr,
+)
+def test_delay_accepted_as_loop_time_plus_delay(delay, ok):
+    """On the stock loop asyncio computes `loop.time() + delay`: a Fraction
+    works, a Decimal is a TypeError (regression: rustasync took anything with
+    `__float__`). rustasync checks when called and names `delay`."""
+
+    async def main(sleep):
+        try:
+            await sleep(delay)
+        except TypeError as e:
+            return "TypeError", "delay" in str(e) or sleep is asyncio.sleep
+        return "ok", True
+
+    want = ("ok", True) if ok else ("TypeError", True)
+    assert asyncio.run(main(asyncio.sleep)) == want
+    assert asyncio.run(main(rustasync.sleep)) == want
