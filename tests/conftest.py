@@ -52,3 +52,11 @@ def run(loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> Callable[..., 
             return runner.run(coro)
 
     return _run
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print the counters the tests kept (bad inputs tried, faults injected)."""
+    from _tally import TALLY
+
+    for name, n in sorted(TALLY.items()):
+        terminalreporter.write_line(f"{name}: {n}")
