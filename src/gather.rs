@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::ffi;
@@ -19,7 +19,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::awaitable::{self, next_result, Imports, Step, Stepper};
 use crate::sleep::Sleep;
-use crate::timers::{LoopTimers, Waker};
+use crate::timers::{GatherLink, LoopTimers, Waker};
 
 /// The outcome of a sleep child (futures keep their own).
 enum SleepOutcome {
@@ -65,6 +65,8 @@ struct Inner {
     finished: Vec<usize>,
     reporter_scheduled: bool,
     log_traceback: bool,
+    /// The timer heap's way to this gather, cut once it is done.
+    link: Option<Arc<GatherLink>>,
 }
 
 /// The future returned by `rustasync.gather()`.
@@ -324,15 +326,18 @@ impl GatheringFuture {
     fn finish(slf: &Bound<'_, Self>, state: State) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
-        let callbacks = {
+        let (callbacks, link) = {
             let mut inner = me.inner.lock().unwrap();
             if !matches!(inner.state, State::Pending) {
                 return Err(awaitable::invalid_state(py, "invalid state"));
             }
             inner.log_traceback = matches!(state, State::Exception(_));
             inner.state = state;
-            std::mem::take(&mut inner.callbacks)
+            (std::mem::take(&mut inner.callbacks), inner.link.take())
         };
+        // Sleep children still in the heap no longer matter (asyncio's keep
+        // running unobserved): let their entries go dead.
+        drop(link.and_then(|l| l.cut()));
         Self::schedule_callbacks(slf, callbacks)
     }
 
@@ -644,6 +649,7 @@ impl GatheringFuture {
             (
                 std::mem::take(&mut inner.callbacks),
                 std::mem::take(&mut inner.children),
+                inner.link.take().and_then(|l| l.cut()),
             )
         });
         drop(taken);
@@ -810,6 +816,7 @@ pub fn gather<'py>(
                 finished: Vec::new(),
                 reporter_scheduled: false,
                 log_traceback: false,
+                link: None,
             }),
         },
     )?;
@@ -821,6 +828,7 @@ pub fn gather<'py>(
     let create_task = loop_.getattr(intern!(py, "create_task"))?;
     let ensure_future = Imports::get(py)?.ensure_future.bind(py);
     let mut timers: Option<Bound<'py, LoopTimers>> = None;
+    let mut link: Option<Arc<GatherLink>> = None;
     let mut done_cb: Option<Bound<'py, ChildDone>> = None;
     let report_done_now = py.version_info() >= (3, 12);
     let mut done_now: Vec<usize> = Vec::new();
@@ -859,10 +867,14 @@ pub fn gather<'py>(
                         timers = Some(t);
                     }
                     let t = timers.as_ref().unwrap();
-                    let waker = Waker::Gather {
-                        outer: outer.clone().unbind(),
-                        index,
-                    };
+                    let link = link
+                        .get_or_insert_with(|| {
+                            let l = GatherLink::new(outer.clone().unbind());
+                            outer.get().inner.lock().unwrap().link = Some(l.clone());
+                            l
+                        })
+                        .clone();
+                    let waker = Waker::Gather { link, index };
                     LoopTimers::insert(t, now + s.delay, waker)?;
                 }
             }

@@ -84,7 +84,6 @@ impl Stepper for Sleep {
                     let when = timers.get().now(py)? + me.delay;
                     let waker = Waker::Future {
                         fut: fut.clone().unbind(),
-                        result: me.result.clone_ref(py),
                     };
                     LoopTimers::insert(&timers, when, waker)?;
                     Some(timers.unbind())
@@ -111,8 +110,8 @@ impl Stepper for Sleep {
                     return Err(awaitable::await_misuse());
                 }
                 // Raises the future's exception if it was cancelled.
-                let value = fut.call_method0(intern!(py, "result"))?;
-                Ok(Step::Return(value.unbind()))
+                fut.call_method0(intern!(py, "result"))?;
+                Ok(Step::Return(me.result.clone_ref(py)))
             }
             SleepState::Done => Err(PyRuntimeError::new_err(
                 "cannot reuse already awaited coroutine",

@@ -16,58 +16,89 @@
 use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::gather::GatheringFuture;
 
+/// A gather's hold on the heap entries of its sleep children.
+///
+/// The entries reach the gather only through this link, which the gather
+/// cuts once it is done: from then on its entries are dead, and the heap no
+/// longer keeps the gather (and its results) alive until their deadlines.
+pub struct GatherLink {
+    outer: Mutex<Option<Py<GatheringFuture>>>,
+}
+
+impl GatherLink {
+    pub fn new(outer: Py<GatheringFuture>) -> Arc<Self> {
+        Arc::new(GatherLink {
+            outer: Mutex::new(Some(outer)),
+        })
+    }
+
+    /// Cut the link; returns the reference it held (drop it unlocked).
+    pub fn cut(&self) -> Option<Py<GatheringFuture>> {
+        self.outer.lock().ok().and_then(|mut o| o.take())
+    }
+
+    fn get(&self, py: Python<'_>) -> Option<Py<GatheringFuture>> {
+        let o = self.outer.lock().ok()?;
+        o.as_ref().map(|g| g.clone_ref(py))
+    }
+}
+
 /// What to wake when a deadline passes.
 pub enum Waker {
-    /// Set the result of an asyncio future a Task waits on (unless it is done).
-    Future { fut: Py<PyAny>, result: Py<PyAny> },
+    /// Set the result of an asyncio future a Task waits on (unless it is
+    /// done). The value the sleep returns stays with the sleep, so a
+    /// cancelled entry holds no user object while it waits in the heap.
+    Future { fut: Py<PyAny> },
     /// A sleep adopted by `gather` as its child `index`.
-    Gather {
-        outer: Py<GatheringFuture>,
-        index: usize,
-    },
+    Gather { link: Arc<GatherLink>, index: usize },
 }
 
 impl Waker {
     fn is_cancelled(&self, py: Python<'_>) -> bool {
         match self {
-            Waker::Future { fut, .. } => fut
+            Waker::Future { fut } => fut
                 .bind(py)
                 .call_method0(intern!(py, "done"))
                 .and_then(|d| d.is_truthy())
                 .unwrap_or(true),
-            Waker::Gather { outer, index } => !outer.get().sleep_child_pending(*index),
+            Waker::Gather { link, index } => match link.get(py) {
+                Some(outer) => !outer.get().sleep_child_pending(*index),
+                None => true,
+            },
         }
     }
 
     fn fire(self, py: Python<'_>) -> PyResult<()> {
         match self {
-            Waker::Future { fut, result } => {
+            Waker::Future { fut } => {
                 let fut = fut.bind(py);
                 if !fut.call_method0(intern!(py, "done"))?.is_truthy()? {
-                    fut.call_method1(intern!(py, "set_result"), (result,))?;
+                    fut.call_method1(intern!(py, "set_result"), (py.None(),))?;
                 }
                 Ok(())
             }
-            Waker::Gather { outer, index } => {
-                GatheringFuture::sleep_child_expired(outer.bind(py), index)
-            }
+            Waker::Gather { link, index } => match link.get(py) {
+                Some(outer) => GatheringFuture::sleep_child_expired(outer.bind(py), index),
+                None => Ok(()),
+            },
         }
     }
 
     fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         match self {
-            Waker::Future { fut, result } => {
-                visit.call(fut)?;
-                visit.call(result)
-            }
-            Waker::Gather { outer, .. } => visit.call(outer),
+            Waker::Future { fut } => visit.call(fut),
+            // The link is shared by several entries and holds one reference:
+            // visiting it from each entry would over-count. Not visiting it
+            // only makes the gather look externally referenced, which it is
+            // (the thread's timer registry is not seen by the collector).
+            Waker::Gather { .. } => Ok(()),
         }
     }
 }
