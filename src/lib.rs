@@ -5,6 +5,7 @@
 
 use pyo3::prelude::*;
 
+pub mod core;
 pub mod errors;
 
 #[pymodule]
