@@ -5,12 +5,17 @@
 
 use pyo3::prelude::*;
 
+pub mod bridge;
+pub mod channel;
 pub mod core;
 pub mod errors;
+pub mod runtime;
 
 #[pymodule]
 fn _rustasync(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
+    channel::register(m)?;
+    bridge::register(m)?;
     Ok(())
 }

@@ -591,3 +591,30 @@ impl<T> Drop for SendTicket<T> {
         wake.wake();
     }
 }
+
+impl<T> Channel<T> {
+    /// Visit every queued item, unless the lock is busy (then nothing is
+    /// visited). For garbage-collector traversal.
+    pub fn try_for_each_item<E>(&self, mut f: impl FnMut(&T) -> Result<(), E>) -> Result<(), E> {
+        if let Ok(s) = self.state.try_lock() {
+            for item in &s.items {
+                f(item)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove and return every queued item.
+    pub fn take_all(&self) -> Vec<T> {
+        let mut wake = Wakeups::default();
+        let items: Vec<T> = {
+            let mut s = lock(&self.state);
+            let items: Vec<T> = s.items.drain(..).collect();
+            s.received += items.len() as u64;
+            s.grant_permits(self.capacity, &mut wake);
+            items
+        };
+        wake.wake();
+        items
+    }
+}

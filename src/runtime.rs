@@ -1,0 +1,219 @@
+//! Getting results back onto an asyncio loop: the per-loop wakeup batcher.
+//!
+//! Work finished on another thread (a tokio worker, a plain thread) must
+//! never run on the loop from that thread. It is queued as a [`Completion`]
+//! on the loop's [`LoopWaker`]; the first completion of a burst schedules a
+//! single drain callback with `loop.call_soon_threadsafe`, and the drain runs
+//! every queued completion on the loop thread. So a burst of N completions
+//! costs one cross-thread wakeup, not N.
+//!
+//! A completion raised on the loop's own thread runs at once: no hop.
+//!
+//! If the loop is closed when a drain would be scheduled (or
+//! `call_soon_threadsafe` loses that race and raises `RuntimeError`), the
+//! waker marks itself dead and drops what is queued: nothing is ever
+//! scheduled on a closed loop, and nothing is printed.
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::Wake;
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyCFunction;
+
+/// Something to finish on the loop thread, attached to the interpreter.
+pub trait Completion: Send + Sync + 'static {
+    fn complete(self: Arc<Self>, py: Python<'_>);
+}
+
+/// A small per-thread id that is cheaper to read than `ThreadId`.
+fn thread_key() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local!(static KEY: Cell<u64> = const { Cell::new(0) });
+    KEY.with(|k| {
+        if k.get() == 0 {
+            k.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        }
+        k.get()
+    })
+}
+
+/// The wakeup batcher of one asyncio event loop.
+pub struct LoopWaker {
+    event_loop: Py<PyAny>,
+    thread: u64,
+    pending: Mutex<Vec<Arc<dyn Completion>>>,
+    scheduled: AtomicBool,
+    dead: AtomicBool,
+    drain: PyOnceLock<Py<PyAny>>,
+    me: Weak<LoopWaker>,
+}
+
+impl LoopWaker {
+    fn new(event_loop: Py<PyAny>) -> Arc<Self> {
+        Arc::new_cyclic(|me| LoopWaker {
+            event_loop,
+            thread: thread_key(),
+            pending: Mutex::new(Vec::new()),
+            scheduled: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
+            drain: PyOnceLock::new(),
+            me: me.clone(),
+        })
+    }
+
+    pub fn event_loop(&self) -> &Py<PyAny> {
+        &self.event_loop
+    }
+
+    /// Run `c` on the loop thread as soon as possible.
+    pub fn push(&self, c: Arc<dyn Completion>) {
+        if self.dead.load(Ordering::Acquire) {
+            return;
+        }
+        if thread_key() == self.thread {
+            Python::attach(|py| c.complete(py));
+            return;
+        }
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(c);
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            Python::attach(|py| self.schedule(py));
+        }
+    }
+
+    fn schedule(&self, py: Python<'_>) {
+        let lp = self.event_loop.bind(py);
+        let closed = lp
+            .call_method0(pyo3::intern!(py, "is_closed"))
+            .and_then(|v| v.is_truthy())
+            .unwrap_or(true);
+        if closed {
+            return self.kill();
+        }
+        let drain = self.drain.get_or_init(py, || {
+            let me = self.me.clone();
+            PyCFunction::new_closure(py, None, None, move |args, _kw| {
+                if let Some(w) = me.upgrade() {
+                    w.run_pending(args.py());
+                }
+            })
+            .expect("creating the drain callback")
+            .into_any()
+            .unbind()
+        });
+        if let Err(e) = lp.call_method1(pyo3::intern!(py, "call_soon_threadsafe"), (drain,)) {
+            // Closed between the check and the call: the documented race.
+            if !e.is_instance_of::<PyRuntimeError>(py) {
+                e.write_unraisable(py, Some(lp));
+            }
+            self.kill();
+        }
+    }
+
+    fn kill(&self) {
+        self.dead.store(true, Ordering::Release);
+        let dropped = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(dropped);
+    }
+
+    /// The drain: runs on the loop thread.
+    fn run_pending(&self, py: Python<'_>) {
+        self.scheduled.store(false, Ordering::Release);
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        for c in batch {
+            c.complete(py);
+        }
+    }
+}
+
+/// `asyncio.get_running_loop()`.
+pub fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    GET.import(py, "asyncio", "get_running_loop")?.call0()
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<LoopWaker>>> = const { RefCell::new(None) };
+}
+
+/// The running loop of this thread and its waker.
+///
+/// Raises `RuntimeError` when no loop is running, like
+/// `asyncio.get_running_loop()`.
+pub fn current_loop_waker(py: Python<'_>) -> PyResult<Arc<LoopWaker>> {
+    let lp = running_loop(py)?;
+    CURRENT.with(|cur| {
+        let mut cur = cur.borrow_mut();
+        if let Some(w) = cur.as_ref() {
+            if w.event_loop.bind(py).is(&lp) && !w.dead.load(Ordering::Acquire) {
+                return Ok(w.clone());
+            }
+        }
+        let w = LoopWaker::new(lp.unbind());
+        *cur = Some(w.clone());
+        Ok(w)
+    })
+}
+
+/// An asyncio future to resolve with `None` on its loop: the wakeup for a
+/// task suspended on it. Also usable as a `std::task::Waker`.
+pub struct FutureWake {
+    waker: Arc<LoopWaker>,
+    fut: Py<PyAny>,
+}
+
+impl FutureWake {
+    /// Create `loop.create_future()` on the running loop, marked as being
+    /// awaited (`_asyncio_future_blocking`), ready to be yielded to a Task.
+    pub fn new(py: Python<'_>) -> PyResult<Arc<Self>> {
+        let waker = current_loop_waker(py)?;
+        let fut = waker
+            .event_loop
+            .bind(py)
+            .call_method0(pyo3::intern!(py, "create_future"))?;
+        fut.setattr(pyo3::intern!(py, "_asyncio_future_blocking"), true)?;
+        Ok(Arc::new(FutureWake {
+            waker,
+            fut: fut.unbind(),
+        }))
+    }
+
+    pub fn future(&self) -> &Py<PyAny> {
+        &self.fut
+    }
+
+    pub fn loop_waker(&self) -> &Arc<LoopWaker> {
+        &self.waker
+    }
+}
+
+impl Completion for FutureWake {
+    fn complete(self: Arc<Self>, py: Python<'_>) {
+        let fut = self.fut.bind(py);
+        let done = fut
+            .call_method0(pyo3::intern!(py, "done"))
+            .and_then(|d| d.is_truthy())
+            .unwrap_or(true);
+        if !done {
+            if let Err(e) = fut.call_method1(pyo3::intern!(py, "set_result"), (py.None(),)) {
+                // A loop closed under us on its own thread: nothing to wake.
+                if !e.is_instance_of::<PyRuntimeError>(py) {
+                    e.write_unraisable(py, Some(fut));
+                }
+            }
+        }
+    }
+}
+
+impl Wake for FutureWake {
+    fn wake(self: Arc<Self>) {
+        let w = self.waker.clone();
+        w.push(self);
+    }
+}
