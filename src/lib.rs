@@ -5,6 +5,7 @@
 
 use pyo3::prelude::*;
 
+pub mod asyncq;
 pub mod bridge;
 pub mod channel;
 pub mod core;
@@ -17,5 +18,6 @@ fn _rustasync(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     channel::register(m)?;
     bridge::register(m)?;
+    asyncq::register(m)?;
     Ok(())
 }

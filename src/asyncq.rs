@@ -1,0 +1,328 @@
+//! The tutorial's `asyncq.py` simulation, run as tokio tasks over the
+//! channel engine.
+//!
+//! `nprod` producers each make a random number (1..=10, or
+//! `items_per_producer`) of random 10-hex-digit items; before each item a
+//! producer "sleeps" a random 0..=10 seconds (times `sleep_scale`). `ncon`
+//! consumers loop: sleep a random 0..=10 seconds, receive an item, record
+//! how long it sat in the channel. With `zero_sleep` every sleep becomes a
+//! bare `yield_now()`, which makes the run a measure of the machinery alone.
+//! Unlike the tutorial, production ends by closing the channel, so
+//! consumers finish by draining it (no `join()` + cancel).
+//!
+//! Output lines are the tutorial's. They are buffered and handed to the
+//! Python `emit(lines)` callable in batches, on the loop thread, through the
+//! loop's wakeup batcher: one call per burst, not per line. All lines are
+//! emitted before the awaitable completes.
+//!
+//! # Randomness
+//! Each task draws from its own SplitMix64 generator seeded with
+//! `seed ^ (task number × 0x9E3779B97F4A7C15)`, so with a `seed` the counts,
+//! sleeps and item values are reproducible (the interleaving of lines is
+//! not: tasks run on several threads). Without a seed one is taken from the
+//! clock. Items come from that generator rather than `os.urandom`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::core::Channel;
+use crate::runtime::{current_loop_waker, Completion, LoopWaker};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi` (the bias for such small ranges is negligible).
+    fn int(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+
+    fn item(&mut self) -> String {
+        format!("{:010x}", self.next() & 0xff_ffff_ffff)
+    }
+}
+
+/// Buffers output lines and hands them to Python in batches.
+struct Emitter {
+    buf: Mutex<Vec<String>>,
+    queued: AtomicBool,
+    emit: Option<Py<PyAny>>,
+    waker: Arc<LoopWaker>,
+    error: Mutex<Option<PyErr>>,
+    lines: AtomicU64,
+}
+
+impl Emitter {
+    fn line(self: &Arc<Self>, line: String) {
+        self.lines.fetch_add(1, Ordering::Relaxed);
+        if self.emit.is_none() {
+            return;
+        }
+        self.buf
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            self.waker.push(self.clone());
+        }
+    }
+
+    fn flush(&self, py: Python<'_>) {
+        self.queued.store(false, Ordering::Release);
+        let lines = std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()));
+        let Some(emit) = &self.emit else { return };
+        if lines.is_empty() {
+            return;
+        }
+        let r = PyList::new(py, lines).and_then(|l| emit.bind(py).call1((l,)));
+        if let Err(e) = r {
+            let mut err = self.error.lock().unwrap_or_else(|e| e.into_inner());
+            err.get_or_insert(e);
+        }
+    }
+}
+
+impl Completion for Emitter {
+    fn complete(self: Arc<Self>, py: Python<'_>) {
+        self.flush(py);
+    }
+}
+
+/// What the awaitable resolves to; converting it (on the loop thread)
+/// flushes the last lines and raises an error `emit` raised.
+struct Summary {
+    emitter: Arc<Emitter>,
+    produced: u64,
+    consumed: u64,
+    elapsed: f64,
+}
+
+impl<'py> IntoPyObject<'py> for Summary {
+    type Target = PyDict;
+    type Output = Bound<'py, PyDict>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.emitter.flush(py);
+        if let Some(e) = self
+            .emitter
+            .error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            return Err(e);
+        }
+        let d = PyDict::new(py);
+        d.set_item("produced", self.produced)?;
+        d.set_item("consumed", self.consumed)?;
+        d.set_item("lines", self.emitter.lines.load(Ordering::Relaxed))?;
+        d.set_item("elapsed", self.elapsed)?;
+        Ok(d)
+    }
+}
+
+struct Item {
+    value: String,
+    made: Instant,
+}
+
+#[derive(Clone, Copy)]
+struct Sleeps {
+    zero: bool,
+    scale: f64,
+}
+
+impl Sleeps {
+    async fn randsleep(self, rng: &mut Rng, who: &str, out: &Arc<Emitter>) {
+        let i = rng.int(0, 10);
+        out.line(format!("{who} sleeping for {i} seconds."));
+        if self.zero {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_secs_f64(i as f64 * self.scale)).await;
+        }
+    }
+}
+
+async fn produce(
+    name: usize,
+    mut rng: Rng,
+    count: Option<u64>,
+    ch: Arc<Channel<Item>>,
+    sleeps: Sleeps,
+    out: Arc<Emitter>,
+) -> u64 {
+    let n = count.unwrap_or_else(|| rng.int(1, 10));
+    let who = format!("Producer {name}");
+    for _ in 0..n {
+        sleeps.randsleep(&mut rng, &who, &out).await;
+        let value = rng.item();
+        let line = format!("{who} added <{value}> to queue.");
+        if ch
+            .send(Item {
+                value,
+                made: Instant::now(),
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+        out.line(line);
+    }
+    n
+}
+
+async fn consume(
+    name: usize,
+    mut rng: Rng,
+    ch: Arc<Channel<Item>>,
+    sleeps: Sleeps,
+    out: Arc<Emitter>,
+) -> u64 {
+    let who = format!("Consumer {name}");
+    let mut got = 0;
+    loop {
+        sleeps.randsleep(&mut rng, &who, &out).await;
+        let Ok(item) = ch.recv().await else {
+            return got;
+        };
+        let dt = item.made.elapsed().as_secs_f64();
+        out.line(format!(
+            "{who} got element <{}> in {dt:0.5} seconds.",
+            item.value
+        ));
+        got += 1;
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> PyErr {
+    match e.try_into_panic() {
+        Ok(payload) => crate::errors::panic_to_pyerr(payload),
+        Err(e) => pyo3::exceptions::PyRuntimeError::new_err(e.to_string()),
+    }
+}
+
+/// Run the asyncq simulation on tokio (awaitable resolving to a dict with
+/// `produced`, `consumed`, `lines`, `elapsed`).
+///
+/// `emit(lines: list[str])` is called on the loop thread with batches of
+/// output lines (None: lines are only counted). See the Rust module docs
+/// for the randomness and how the run ends.
+///
+/// Cancel safety: cancelling the awaiting task stops the simulation at the
+/// tasks' next await point; lines not yet emitted are dropped.
+#[pyfunction]
+#[pyo3(signature = (nprod = 5, ncon = 10, seed = None, zero_sleep = false, emit = None, items_per_producer = None, sleep_scale = 1.0))]
+#[allow(clippy::too_many_arguments)]
+pub fn run_asyncq(
+    py: Python<'_>,
+    nprod: usize,
+    ncon: usize,
+    seed: Option<u64>,
+    zero_sleep: bool,
+    emit: Option<Py<PyAny>>,
+    items_per_producer: Option<u64>,
+    sleep_scale: f64,
+) -> PyResult<Bound<'_, PyAny>> {
+    if !(sleep_scale.is_finite() && sleep_scale >= 0.0) {
+        return Err(PyValueError::new_err(
+            "sleep_scale must be a non-negative number",
+        ));
+    }
+    if ncon == 0 && nprod > 0 {
+        return Err(PyValueError::new_err(
+            "ncon must be at least 1 when there are producers",
+        ));
+    }
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(444)
+    });
+    let emitter = Arc::new(Emitter {
+        buf: Mutex::new(Vec::new()),
+        queued: AtomicBool::new(false),
+        emit,
+        waker: current_loop_waker(py)?,
+        error: Mutex::new(None),
+        lines: AtomicU64::new(0),
+    });
+    let sleeps = Sleeps {
+        zero: zero_sleep,
+        scale: sleep_scale,
+    };
+    let rng = move |task: u64| Rng(seed ^ task.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    crate::bridge::future_into_py(py, async move {
+        let start = Instant::now();
+        let ch = Arc::new(Channel::new(None));
+        let producers: Vec<_> = (0..nprod)
+            .map(|n| {
+                let fut = produce(
+                    n,
+                    rng(n as u64),
+                    items_per_producer,
+                    ch.clone(),
+                    sleeps,
+                    emitter.clone(),
+                );
+                tokio::spawn(fut)
+            })
+            .collect();
+        let consumers: Vec<_> = (0..ncon)
+            .map(|n| {
+                let fut = consume(
+                    n,
+                    rng((nprod + n) as u64),
+                    ch.clone(),
+                    sleeps,
+                    emitter.clone(),
+                );
+                tokio::spawn(fut)
+            })
+            .collect();
+        let mut produced = 0;
+        let mut failure = None;
+        for p in producers {
+            match p.await {
+                Ok(n) => produced += n,
+                Err(e) => failure = failure.or(Some(join_error(e))),
+            }
+        }
+        ch.close();
+        let mut consumed = 0;
+        for c in consumers {
+            match c.await {
+                Ok(n) => consumed += n,
+                Err(e) => failure = failure.or(Some(join_error(e))),
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(Summary {
+            emitter,
+            produced,
+            consumed,
+            elapsed: start.elapsed().as_secs_f64(),
+        })
+    })
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(run_asyncq, m)?)
+}
