@@ -223,10 +223,15 @@ fn join_error(e: tokio::task::JoinError) -> PyErr {
 /// output lines (None: lines are only counted). See the Rust module docs
 /// for the randomness and how the run ends.
 ///
-/// Cancel safety: cancelling the awaiting task stops the simulation at the
-/// tasks' next await point; lines not yet emitted are dropped.
+/// The tasks run on a dedicated single-thread tokio runtime (one thread,
+/// many tasks, as in asyncio); `shared_runtime=True` spawns them on the
+/// shared multi-thread runtime instead.
+///
+/// Cancel safety: cancelling the awaiting task does not stop a run on the
+/// dedicated runtime (it finishes in the background, its lines dropped); on
+/// the shared runtime the tasks are dropped at their next await point.
 #[pyfunction]
-#[pyo3(signature = (nprod = 5, ncon = 10, seed = None, zero_sleep = false, emit = None, items_per_producer = None, sleep_scale = 1.0))]
+#[pyo3(signature = (nprod = 5, ncon = 10, seed = None, zero_sleep = false, emit = None, items_per_producer = None, sleep_scale = 1.0, shared_runtime = false))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_asyncq(
     py: Python<'_>,
@@ -237,6 +242,7 @@ pub fn run_asyncq(
     emit: Option<Py<PyAny>>,
     items_per_producer: Option<u64>,
     sleep_scale: f64,
+    shared_runtime: bool,
 ) -> PyResult<Bound<'_, PyAny>> {
     if !(sleep_scale.is_finite() && sleep_scale >= 0.0) {
         return Err(PyValueError::new_err(
@@ -267,7 +273,7 @@ pub fn run_asyncq(
         scale: sleep_scale,
     };
     let rng = move |task: u64| Rng(seed ^ task.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    crate::bridge::future_into_py(py, async move {
+    let sim = async move {
         let start = Instant::now();
         let ch = Arc::new(Channel::new(None));
         let producers: Vec<_> = (0..nprod)
@@ -320,6 +326,24 @@ pub fn run_asyncq(
             consumed,
             elapsed: start.elapsed().as_secs_f64(),
         })
+    };
+    if shared_runtime {
+        return crate::bridge::future_into_py(py, sim);
+    }
+    // One thread, many tasks: asyncio's model. Per item the work is tiny, so
+    // handing items between worker threads would cost more than it gives.
+    crate::bridge::future_into_py(py, async move {
+        let run = move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?
+                .block_on(sim)
+        };
+        match tokio::task::spawn_blocking(run).await {
+            Ok(r) => r,
+            Err(e) => Err(join_error(e)),
+        }
     })
 }
 

@@ -7,7 +7,10 @@
 //! every queued completion on the loop thread. So a burst of N completions
 //! costs one cross-thread wakeup, not N.
 //!
-//! A completion raised on the loop's own thread runs at once: no hop.
+//! A completion raised on the loop's own thread runs at once: no hop. A
+//! thread attached to the interpreter schedules the drain itself; a thread
+//! that is not (a tokio worker) leaves that to one helper thread, so it
+//! never waits for the interpreter.
 //!
 //! If the loop is closed when a drain would be scheduled (or
 //! `call_soon_threadsafe` loses that race and raises `RuntimeError`), the
@@ -83,7 +86,11 @@ impl LoopWaker {
             .unwrap_or_else(|e| e.into_inner())
             .push(c);
         if !self.scheduled.swap(true, Ordering::AcqRel) {
-            Python::attach(|py| self.schedule(py));
+            if unsafe { pyo3::ffi::PyGILState_Check() } == 1 {
+                Python::attach(|py| self.schedule(py));
+            } else if let Some(me) = self.me.upgrade() {
+                schedule_from_helper(me);
+            }
         }
     }
 
@@ -130,6 +137,35 @@ impl LoopWaker {
             c.complete(py);
         }
     }
+}
+
+/// Schedule a drain from a thread that is not attached to the interpreter
+/// (a tokio worker, a blocked thread). Attaching there could wait up to the
+/// interpreter's switch interval while the loop thread runs Python, stalling
+/// that thread's other work; one helper thread does the waiting instead.
+fn schedule_from_helper(w: Arc<LoopWaker>) {
+    use std::sync::mpsc;
+    use std::sync::OnceLock;
+    static HELPER: OnceLock<Mutex<mpsc::Sender<Arc<LoopWaker>>>> = OnceLock::new();
+    let tx = HELPER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Arc<LoopWaker>>();
+        std::thread::Builder::new()
+            .name("rustasync-loop-waker".into())
+            .spawn(move || {
+                while let Ok(w) = rx.recv() {
+                    Python::attach(|py| {
+                        w.schedule(py);
+                        // Whatever else queued up meanwhile, under one attach.
+                        while let Ok(w) = rx.try_recv() {
+                            w.schedule(py);
+                        }
+                    });
+                }
+            })
+            .expect("spawning the loop waker thread");
+        Mutex::new(tx)
+    });
+    let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(w);
 }
 
 /// `asyncio.get_running_loop()`.
