@@ -56,7 +56,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use pyo3::{ffi, IntoPyObjectExt};
+use pyo3::{ffi, IntoPyObjectExt, PyTraverseError, PyVisit};
 use pyo3_async_runtimes::TaskLocals;
 
 use crate::errors::panic_to_pyerr;
@@ -254,6 +254,19 @@ impl RustFuture {
 
     /// Abort the Rust future.
     fn close(&self) {
+        self.give_up();
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(i) = self.shared.inner.try_lock() {
+            if let Some(w) = &i.wake {
+                visit.call(w.future())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
         self.give_up();
     }
 

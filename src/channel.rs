@@ -691,6 +691,19 @@ impl RecvOp {
     fn close(&self) {
         drop(self.take_state());
     }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(st) = self.state.try_lock() {
+            if let RecvState::Waiting(w) = &*st {
+                visit.call(w.wake.future())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        drop(self.take_state());
+    }
 }
 
 enum SendState {
@@ -797,7 +810,11 @@ impl SendOp {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Ok(st) = self.state.try_lock() {
             match &*st {
-                SendState::Init(item) | SendState::Waiting(_, item) => visit.call(item)?,
+                SendState::Init(item) => visit.call(item)?,
+                SendState::Waiting(w, item) => {
+                    visit.call(item)?;
+                    visit.call(w.wake.future())?;
+                }
                 SendState::Done => {}
             }
         }
@@ -921,6 +938,9 @@ impl SendManyOp {
         if let Ok(st) = self.state.try_lock() {
             for item in &st.items {
                 visit.call(item)?;
+            }
+            if let Some(w) = &st.wait {
+                visit.call(w.wake.future())?;
             }
         }
         Ok(())
