@@ -65,15 +65,15 @@ struct Emitter {
 }
 
 impl Emitter {
-    fn line(self: &Arc<Self>, line: String) {
-        self.lines.fetch_add(1, Ordering::Relaxed);
+    fn add(self: &Arc<Self>, mut lines: Vec<String>) {
+        self.lines.fetch_add(lines.len() as u64, Ordering::Relaxed);
         if self.emit.is_none() {
             return;
         }
         self.buf
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(line);
+            .append(&mut lines);
         if !self.queued.swap(true, Ordering::AcqRel) {
             self.waker.push(self.clone());
         }
@@ -134,6 +134,60 @@ impl<'py> IntoPyObject<'py> for Summary {
     }
 }
 
+/// `asyncio.sleep(0)`: go to the back of the run queue once. (tokio's
+/// `yield_now` defers the wakeup until the I/O driver has been polled.)
+async fn bare_yield() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// A task's own line buffer, handed to the emitter in chunks.
+struct Lines {
+    buf: Vec<String>,
+    out: Arc<Emitter>,
+}
+
+impl Lines {
+    const CHUNK: usize = 64;
+
+    fn new(out: &Arc<Emitter>) -> Self {
+        Lines {
+            buf: Vec::with_capacity(Self::CHUNK),
+            out: out.clone(),
+        }
+    }
+
+    fn push(&mut self, line: String) {
+        self.buf.push(line);
+        if self.buf.len() >= Self::CHUNK {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.buf.is_empty() {
+            self.out.add(std::mem::replace(
+                &mut self.buf,
+                Vec::with_capacity(Self::CHUNK),
+            ));
+        }
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 struct Item {
     value: String,
     made: Instant,
@@ -146,12 +200,14 @@ struct Sleeps {
 }
 
 impl Sleeps {
-    async fn randsleep(self, rng: &mut Rng, who: &str, out: &Arc<Emitter>) {
+    async fn randsleep(self, rng: &mut Rng, who: &str, out: &mut Lines) {
         let i = rng.int(0, 10);
-        out.line(format!("{who} sleeping for {i} seconds."));
+        out.push(format!("{who} sleeping for {i} seconds."));
         if self.zero {
-            tokio::task::yield_now().await;
+            bare_yield().await;
         } else {
+            // Lines show up while the task sleeps, not in chunks.
+            out.flush();
             tokio::time::sleep(Duration::from_secs_f64(i as f64 * self.scale)).await;
         }
     }
@@ -167,8 +223,9 @@ async fn produce(
 ) -> u64 {
     let n = count.unwrap_or_else(|| rng.int(1, 10));
     let who = format!("Producer {name}");
+    let mut out = Lines::new(&out);
     for _ in 0..n {
-        sleeps.randsleep(&mut rng, &who, &out).await;
+        sleeps.randsleep(&mut rng, &who, &mut out).await;
         let value = rng.item();
         let line = format!("{who} added <{value}> to queue.");
         if ch
@@ -181,7 +238,7 @@ async fn produce(
         {
             break;
         }
-        out.line(line);
+        out.push(line);
     }
     n
 }
@@ -194,14 +251,15 @@ async fn consume(
     out: Arc<Emitter>,
 ) -> u64 {
     let who = format!("Consumer {name}");
+    let mut out = Lines::new(&out);
     let mut got = 0;
     loop {
-        sleeps.randsleep(&mut rng, &who, &out).await;
+        sleeps.randsleep(&mut rng, &who, &mut out).await;
         let Ok(item) = ch.recv().await else {
             return got;
         };
         let dt = item.made.elapsed().as_secs_f64();
-        out.line(format!(
+        out.push(format!(
             "{who} got element <{}> in {dt:0.5} seconds.",
             item.value
         ));
@@ -334,9 +392,11 @@ pub fn run_asyncq(
     // handing items between worker threads would cost more than it gives.
     crate::bridge::future_into_py(py, async move {
         let run = move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
+            let mut rt = tokio::runtime::Builder::new_current_thread();
+            if !zero_sleep {
+                rt.enable_time();
+            }
+            rt.build()
                 .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?
                 .block_on(sim)
         };

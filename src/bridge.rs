@@ -96,6 +96,16 @@ where
     Box::new(move |py| r.and_then(|v| v.into_py_any(py)))
 }
 
+/// For the first, inline poll: a spawned task polls again with its own.
+fn noop_waker() -> &'static Waker {
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    static NOOP: std::sync::OnceLock<Waker> = std::sync::OnceLock::new();
+    NOOP.get_or_init(|| Waker::from(Arc::new(Noop)))
+}
+
 /// Turn `fut` into a Python awaitable; see the [module docs](self).
 ///
 /// Must be called with an asyncio loop running on this thread (raises
@@ -123,7 +133,7 @@ where
     let shared = Arc::new(Shared::default());
     let abort = {
         let _entered = rt.enter();
-        match std::pin::Pin::new(&mut guarded).poll(&mut Context::from_waker(Waker::noop())) {
+        match std::pin::Pin::new(&mut guarded).poll(&mut Context::from_waker(noop_waker())) {
             Poll::Ready(out) => {
                 shared
                     .inner

@@ -193,8 +193,8 @@ fn tokio_recv_dropped_after_handoff_loses_nothing() {
         // Drop a recv future that has an item handed to it but never polled again.
         let c = ch.clone();
         let mut fut = Box::pin(c.recv());
-        let waker = Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
+        let (_f, waker) = counting_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
         assert!(fut.as_mut().poll(&mut cx).is_pending());
         ch.try_send(6).unwrap();
         ch.try_send(7).unwrap();
