@@ -71,6 +71,7 @@ async def run_asyncq(
     emit: Callable[[list[str]], Any] | None = None,
     items_per_producer: int | None = None,
     sleep_scale: float = 1.0,
+    shared_runtime: bool = False,
 ) -> dict[str, Any]: ...
 
 # Demo Rust futures, for tests and benchmarks.
