@@ -2,27 +2,36 @@
 //!
 //! Work finished on another thread (a tokio worker, a plain thread) must
 //! never run on the loop from that thread. It is queued as a [`Completion`]
-//! on the loop's [`LoopWaker`]; the first completion of a burst schedules a
-//! single drain callback with `loop.call_soon_threadsafe`, and the drain runs
-//! every queued completion on the loop thread. So a burst of N completions
-//! costs one cross-thread wakeup, not N.
+//! on the loop's [`LoopWaker`]; the first completion of a burst (an atomic
+//! "scheduled" flag) wakes the loop once, and a drain callback on the loop
+//! thread runs every queued completion. A burst of N completions costs one
+//! wakeup, not N.
 //!
-//! A completion raised on the loop's own thread runs at once: no hop. A
-//! thread attached to the interpreter schedules the drain itself; a thread
-//! that is not (a tokio worker) leaves that to one helper thread, so it
-//! never waits for the interpreter.
+//! How the loop is woken:
 //!
-//! If the loop is closed when a drain would be scheduled (or
-//! `call_soon_threadsafe` loses that race and raises `RuntimeError`), the
-//! waker marks itself dead and drops what is queued: nothing is ever
-//! scheduled on a closed loop, and nothing is printed.
+//! * Normally through the waker's own socket pair, whose reading end is
+//!   registered with `loop.add_reader`: the waking thread writes one byte.
+//!   It never touches the interpreter, so a tokio worker never waits for
+//!   it, and a thread still waking a loop while the interpreter shuts down
+//!   is harmless. The write also costs less than `call_soon_threadsafe`.
+//! * Where `add_reader` is not available, with one `call_soon_threadsafe`
+//!   per burst: `loop.is_closed()` is checked first and the `RuntimeError`
+//!   of a loop closed in between is swallowed. Threads not attached to the
+//!   interpreter leave that call to one helper thread.
+//!
+//! A completion raised on the loop's own thread runs at once: no hop.
+//!
+//! Nothing is ever scheduled on a closed loop: its reader is gone with its
+//! selector, so a wakeup byte is never read and the completions queued for
+//! it are simply never run (they are bounded by the waiters it had).
 
 use std::cell::{Cell, RefCell};
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::Wake;
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyCFunction;
@@ -44,6 +53,60 @@ fn thread_key() -> u64 {
     })
 }
 
+#[cfg(unix)]
+type Socket = std::os::unix::net::UnixStream;
+
+/// The socket pair whose reading end the loop watches.
+struct Signal {
+    #[cfg(unix)]
+    rx: Socket,
+    #[cfg(unix)]
+    tx: Socket,
+}
+
+impl Signal {
+    #[cfg(unix)]
+    fn new() -> std::io::Result<Self> {
+        let (rx, tx) = Socket::pair()?;
+        rx.set_nonblocking(true)?;
+        tx.set_nonblocking(true)?;
+        Ok(Signal { rx, tx })
+    }
+
+    #[cfg(not(unix))]
+    fn new() -> std::io::Result<Self> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
+    fn fd(&self) -> i64 {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            self.rx.as_raw_fd() as i64
+        }
+        #[cfg(not(unix))]
+        unreachable!()
+    }
+
+    fn notify(&self) {
+        // A full buffer means a wakeup is already pending: fine to drop.
+        #[cfg(unix)]
+        let _ = (&self.tx).write(&[1]);
+    }
+
+    fn clear(&self) {
+        #[cfg(unix)]
+        {
+            let mut buf = [0u8; 64];
+            while let Ok(n) = (&self.rx).read(&mut buf) {
+                if n < buf.len() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// The wakeup batcher of one asyncio event loop.
 pub struct LoopWaker {
     event_loop: Py<PyAny>,
@@ -51,21 +114,50 @@ pub struct LoopWaker {
     pending: Mutex<Vec<Arc<dyn Completion>>>,
     scheduled: AtomicBool,
     dead: AtomicBool,
+    /// `None`: the loop has no `add_reader`; use `call_soon_threadsafe`.
+    signal: Option<Signal>,
     drain: PyOnceLock<Py<PyAny>>,
     me: Weak<LoopWaker>,
 }
 
 impl LoopWaker {
-    fn new(event_loop: Py<PyAny>) -> Arc<Self> {
-        Arc::new_cyclic(|me| LoopWaker {
-            event_loop,
+    /// A waker for `event_loop`, created on the loop's thread.
+    fn new(py: Python<'_>, event_loop: Bound<'_, PyAny>) -> PyResult<Arc<Self>> {
+        let signal = Signal::new().ok();
+        let w = Arc::new_cyclic(|me| LoopWaker {
+            event_loop: event_loop.clone().unbind(),
             thread: thread_key(),
             pending: Mutex::new(Vec::new()),
             scheduled: AtomicBool::new(false),
             dead: AtomicBool::new(false),
+            signal,
             drain: PyOnceLock::new(),
             me: me.clone(),
-        })
+        });
+        if let Some(sig) = &w.signal {
+            // The reader keeps the waker (and so the socket) alive for as
+            // long as the loop has it registered: until the loop closes.
+            let keep = w.clone();
+            let reader = PyCFunction::new_closure(py, None, None, move |args, _kw| {
+                keep.run_pending(args.py());
+            })?;
+            match event_loop.call_method1(pyo3::intern!(py, "add_reader"), (sig.fd(), reader)) {
+                Ok(_) => return Ok(w),
+                Err(e) if e.is_instance_of::<PyNotImplementedError>(py) => {}
+                Err(e) => return Err(e),
+            }
+            return Ok(Arc::new_cyclic(|me| LoopWaker {
+                event_loop: event_loop.unbind(),
+                thread: thread_key(),
+                pending: Mutex::new(Vec::new()),
+                scheduled: AtomicBool::new(false),
+                dead: AtomicBool::new(false),
+                signal: None,
+                drain: PyOnceLock::new(),
+                me: me.clone(),
+            }));
+        }
+        Ok(w)
     }
 
     pub fn event_loop(&self) -> &Py<PyAny> {
@@ -86,7 +178,9 @@ impl LoopWaker {
             .unwrap_or_else(|e| e.into_inner())
             .push(c);
         if !self.scheduled.swap(true, Ordering::AcqRel) {
-            if unsafe { pyo3::ffi::PyGILState_Check() } == 1 {
+            if let Some(sig) = &self.signal {
+                sig.notify();
+            } else if unsafe { pyo3::ffi::PyGILState_Check() } == 1 {
                 Python::attach(|py| self.schedule(py));
             } else if let Some(me) = self.me.upgrade() {
                 schedule_from_helper(me);
@@ -94,6 +188,7 @@ impl LoopWaker {
         }
     }
 
+    /// The `call_soon_threadsafe` fallback.
     fn schedule(&self, py: Python<'_>) {
         let lp = self.event_loop.bind(py);
         let closed = lp
@@ -131,6 +226,9 @@ impl LoopWaker {
 
     /// The drain: runs on the loop thread.
     fn run_pending(&self, py: Python<'_>) {
+        if let Some(sig) = &self.signal {
+            sig.clear();
+        }
         self.scheduled.store(false, Ordering::Release);
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         for c in batch {
@@ -191,7 +289,7 @@ pub fn current_loop_waker(py: Python<'_>) -> PyResult<Arc<LoopWaker>> {
                 return Ok(w.clone());
             }
         }
-        let w = LoopWaker::new(lp.unbind());
+        let w = LoopWaker::new(py, lp)?;
         *cur = Some(w.clone());
         Ok(w)
     })

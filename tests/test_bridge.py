@@ -212,3 +212,26 @@ def test_asyncq_shared_runtime(run):
 
     r = run(main())
     assert r["produced"] == r["consumed"] == 300
+
+
+EXIT_SCRIPT = """
+import asyncio, io, sys
+from rustasync import _rustasync as m
+sink = io.StringIO()
+def emit(lines): sink.write("\\n".join(lines))
+async def main():
+    await m.run_asyncq(5, 10, seed=1, zero_sleep=True, emit=emit, items_per_producer=2000)
+    await asyncio.gather(*(m._rust_yield(i) for i in range(2000)))
+    m._rust_sleep(0.001, None)  # still running on tokio at exit
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_interpreter_exit_right_after_rust_completions(attempt):
+    """Wakeups still in flight while the interpreter exits must not crash it."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr.decode()[-2000:]
