@@ -253,13 +253,12 @@ impl RustFuture {
     #[pyo3(signature = (typ, val = None, _tb = None))]
     fn throw(
         &self,
-        py: Python<'_>,
         typ: Bound<'_, PyAny>,
         val: Option<Bound<'_, PyAny>>,
         _tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         self.give_up();
-        Err(crate::channel::thrown(py, typ, val))
+        Err(crate::channel::thrown(typ, val))
     }
 
     /// Abort the Rust future.

@@ -67,7 +67,6 @@ fn stop_iteration(py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<Option<Py
 
 /// Re-raise what `throw(typ, val, tb)` was given.
 pub(crate) fn thrown(
-    py: Python<'_>,
     typ: Bound<'_, PyAny>,
     val: Option<Bound<'_, PyAny>>,
 ) -> PyErr {
@@ -88,7 +87,6 @@ pub(crate) fn thrown(
             Err(e) => e,
         }
     } else {
-        let _ = py;
         PyErr::from_value(typ)
     }
 }
@@ -678,13 +676,12 @@ impl RecvOp {
     #[pyo3(signature = (typ, val = None, _tb = None))]
     fn throw(
         &self,
-        py: Python<'_>,
         typ: Bound<'_, PyAny>,
         val: Option<Bound<'_, PyAny>>,
         _tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         drop(self.take_state());
-        Err(thrown(py, typ, val))
+        Err(thrown(typ, val))
     }
 
     /// Give up, putting back any handed item.
@@ -786,7 +783,6 @@ impl SendOp {
     #[pyo3(signature = (typ, val = None, _tb = None))]
     fn throw(
         &self,
-        py: Python<'_>,
         typ: Bound<'_, PyAny>,
         val: Option<Bound<'_, PyAny>>,
         _tb: Option<Bound<'_, PyAny>>,
@@ -796,7 +792,7 @@ impl SendOp {
             SendState::Done,
         );
         drop(old);
-        Err(thrown(py, typ, val))
+        Err(thrown(typ, val))
     }
 
     fn close(&self) {
@@ -916,13 +912,12 @@ impl SendManyOp {
     #[pyo3(signature = (typ, val = None, _tb = None))]
     fn throw(
         &self,
-        py: Python<'_>,
         typ: Bound<'_, PyAny>,
         val: Option<Bound<'_, PyAny>>,
         _tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         self.close();
-        Err(thrown(py, typ, val))
+        Err(thrown(typ, val))
     }
 
     fn close(&self) {
