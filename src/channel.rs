@@ -66,10 +66,7 @@ fn stop_iteration(py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<Option<Py
 }
 
 /// Re-raise what `throw(typ, val, tb)` was given.
-pub(crate) fn thrown(
-    typ: Bound<'_, PyAny>,
-    val: Option<Bound<'_, PyAny>>,
-) -> PyErr {
+pub(crate) fn thrown(typ: Bound<'_, PyAny>, val: Option<Bound<'_, PyAny>>) -> PyErr {
     if let Some(v) = val.filter(|v| !v.is_none()) {
         if let Ok(t) = typ.cast::<PyType>() {
             if !v.is_instance(t).unwrap_or(false) {

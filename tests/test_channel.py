@@ -563,3 +563,82 @@ def test_channel_cycles_are_collected():
     del b, ch
     gc.collect()
     assert r() is None
+
+
+# -------------------------------------------------- model-based (hypothesis)
+
+from collections import deque  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("send"), st.integers()),
+        st.tuples(st.just("recv"), st.none()),
+        st.tuples(st.just("recv_many"), st.integers(1, 5)),
+        st.tuples(st.just("send_many"), st.lists(st.integers(), max_size=4)),
+        st.tuples(st.just("close"), st.none()),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(maxsize=st.integers(0, 4), ops=OPS)
+def test_matches_a_deque_model(maxsize, ops):
+    ch = Channel(maxsize)
+    model: deque = deque()
+    closed = False
+    sent = received = 0
+    for op, arg in ops:
+        if op == "send":
+            if closed:
+                with pytest.raises(ChannelClosed):
+                    ch.send_nowait(arg)
+            elif maxsize and len(model) >= maxsize:
+                with pytest.raises(asyncio.QueueFull):
+                    ch.send_nowait(arg)
+            else:
+                ch.send_nowait(arg)
+                model.append(arg)
+                sent += 1
+        elif op == "recv":
+            if model:
+                assert ch.recv_nowait() == model.popleft()
+                received += 1
+            else:
+                with pytest.raises(ChannelClosed if closed else asyncio.QueueEmpty):
+                    ch.recv_nowait()
+        elif op == "recv_many":
+            if model:
+                want = [model.popleft() for _ in range(min(arg, len(model)))]
+                assert ch.recv_many_blocking(arg, timeout=0) == want
+                received += len(want)
+            else:
+                with pytest.raises(ChannelClosed if closed else TimeoutError):
+                    ch.recv_many_blocking(arg, timeout=0)
+        elif op == "send_many":
+            room = len(arg) if not maxsize else max(0, min(len(arg), maxsize - len(model)))
+            if closed:
+                with pytest.raises(ChannelClosed):
+                    ch.send_many_blocking(arg, timeout=0)
+            elif room < len(arg):
+                with pytest.raises(TimeoutError):
+                    ch.send_many_blocking(arg, timeout=0)
+                model.extend(arg[:room])
+                sent += room
+            else:
+                ch.send_many_blocking(arg, timeout=0)
+                model.extend(arg)
+                sent += len(arg)
+        else:
+            assert ch.close() is (not closed)
+            closed = True
+        s = ch.stats()
+        assert (s["qsize"], s["closed"], s["sent"], s["received"]) == (
+            len(model),
+            closed,
+            sent,
+            received,
+        )
