@@ -120,15 +120,33 @@ fn parse_max_items(max_items: &Bound<'_, PyAny>) -> PyResult<usize> {
     Ok(n as usize)
 }
 
-/// Run `f` detached, checking for signals (KeyboardInterrupt) while blocked.
+/// True on the interpreter's main thread, the only one that runs signal
+/// handlers.
+fn on_main_thread(py: Python<'_>) -> bool {
+    static MAIN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static CURRENT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let main = MAIN
+        .import(py, "threading", "main_thread")
+        .and_then(|f| f.call0());
+    let cur = CURRENT
+        .import(py, "threading", "current_thread")
+        .and_then(|f| f.call0());
+    matches!((main, cur), (Ok(m), Ok(c)) if m.is(&c))
+}
+
+/// Run `f` detached. On the main thread, check for signals
+/// (KeyboardInterrupt) every few tens of milliseconds while blocked; other
+/// threads never re-attach while they wait, so a daemon thread blocked at
+/// interpreter exit stays out of the interpreter's way.
 fn blocking<R: Send>(
     py: Python<'_>,
     f: impl FnOnce(&mut dyn FnMut() -> bool) -> R + Send,
 ) -> (R, Option<PyErr>) {
+    let main = on_main_thread(py);
     let mut sig: Option<PyErr> = None;
     let r = py.detach(|| {
         let mut check = || {
-            Python::attach(|py| match py.check_signals() {
+            main && Python::attach(|py| match py.check_signals() {
                 Ok(()) => false,
                 Err(e) => {
                     sig = Some(e);

@@ -642,3 +642,52 @@ def test_matches_a_deque_model(maxsize, ops):
             sent,
             received,
         )
+
+
+class _Alarm(Exception):
+    pass
+
+
+def test_blocked_main_thread_sees_signal_handlers():
+    import signal
+
+    def handler(signum, frame):
+        raise _Alarm
+
+    ch = Channel(1)
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        t0 = time.monotonic()
+        with pytest.raises(_Alarm):
+            ch.recv_blocking(timeout=10)
+        assert time.monotonic() - t0 < 5
+        ch.send_nowait(1)
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(_Alarm):
+            ch.send_blocking(2, timeout=10)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    s = ch.stats()
+    assert s["waiting_receivers"] == s["waiting_senders"] == 0 and len(ch) == 1
+
+
+def test_interpreter_exit_with_daemon_threads_blocked_in_the_channel():
+    import subprocess
+    import sys
+
+    script = (
+        "import threading, time\n"
+        "from rustasync import Channel\n"
+        "ch = Channel(1)\n"
+        "ch.send_nowait(0)\n"
+        "threading.Thread(target=ch.recv_blocking, args=(None,), daemon=True)\n"
+        "for _ in range(3):\n"
+        "    threading.Thread(target=Channel().recv_blocking, daemon=True).start()\n"
+        "    threading.Thread(target=ch.send_blocking, args=(1,), daemon=True).start()\n"
+        "time.sleep(0.2)\n"
+    )
+    for _ in range(3):
+        p = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+        assert p.returncode == 0, p.stderr.decode()[-2000:]
