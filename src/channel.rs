@@ -123,6 +123,10 @@ fn parse_max_items(max_items: &Bound<'_, PyAny>) -> PyResult<usize> {
 /// True on the interpreter's main thread, the only one that runs signal
 /// handlers.
 fn on_main_thread(py: Python<'_>) -> bool {
+    thread_local!(static IS_MAIN: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) });
+    if let Some(known) = IS_MAIN.with(|c| c.get()) {
+        return known;
+    }
     static MAIN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     static CURRENT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let main = MAIN
@@ -131,7 +135,9 @@ fn on_main_thread(py: Python<'_>) -> bool {
     let cur = CURRENT
         .import(py, "threading", "current_thread")
         .and_then(|f| f.call0());
-    matches!((main, cur), (Ok(m), Ok(c)) if m.is(&c))
+    let is_main = matches!((main, cur), (Ok(m), Ok(c)) if m.is(&c));
+    IS_MAIN.with(|c| c.set(Some(is_main)));
+    is_main
 }
 
 /// Run `f` detached. On the main thread, check for signals
