@@ -49,14 +49,39 @@ impl Rng {
         lo + self.next() % (hi - lo + 1)
     }
 
-    fn item(&mut self) -> String {
-        format!("{:010x}", self.next() & 0xff_ffff_ffff)
+    /// Ten random hex digits (five random bytes, as `os.urandom(5).hex()`).
+    fn item(&mut self) -> Hex10 {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let v = self.next();
+        let mut out = [0u8; 10];
+        for (i, d) in out.iter_mut().enumerate() {
+            *d = DIGITS[((v >> (4 * (9 - i))) & 0xf) as usize];
+        }
+        Hex10(out)
     }
+}
+
+/// An item's value: ten ASCII hex digits, without a heap allocation.
+#[derive(Clone, Copy)]
+struct Hex10([u8; 10]);
+
+impl std::fmt::Display for Hex10 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::str::from_utf8(&self.0).expect("hex digits are ASCII"))
+    }
+}
+
+/// Lines formatted back to back into one buffer, with their end offsets:
+/// two allocations per chunk instead of one per line.
+#[derive(Default)]
+struct Chunk {
+    text: String,
+    ends: Vec<usize>,
 }
 
 /// Buffers output lines and hands them to Python in batches.
 struct Emitter {
-    buf: Mutex<Vec<String>>,
+    buf: Mutex<Vec<Chunk>>,
     queued: AtomicBool,
     emit: Option<Py<PyAny>>,
     waker: Arc<LoopWaker>,
@@ -65,15 +90,16 @@ struct Emitter {
 }
 
 impl Emitter {
-    fn add(self: &Arc<Self>, mut lines: Vec<String>) {
-        self.lines.fetch_add(lines.len() as u64, Ordering::Relaxed);
+    fn add(self: &Arc<Self>, chunk: Chunk) {
+        self.lines
+            .fetch_add(chunk.ends.len() as u64, Ordering::Relaxed);
         if self.emit.is_none() {
             return;
         }
         self.buf
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .append(&mut lines);
+            .push(chunk);
         if !self.queued.swap(true, Ordering::AcqRel) {
             self.waker.push(self.clone());
         }
@@ -81,11 +107,17 @@ impl Emitter {
 
     fn flush(&self, py: Python<'_>) {
         self.queued.store(false, Ordering::Release);
-        let lines = std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()));
+        let chunks = std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()));
         let Some(emit) = &self.emit else { return };
-        if lines.is_empty() {
+        if chunks.is_empty() {
             return;
         }
+        let lines = chunks.iter().flat_map(|c| {
+            let starts = std::iter::once(0).chain(c.ends.iter().copied());
+            starts
+                .zip(c.ends.iter().copied())
+                .map(|(a, b)| &c.text[a..b])
+        });
         let r = PyList::new(py, lines).and_then(|l| emit.bind(py).call1((l,)));
         if let Err(e) = r {
             let mut err = self.error.lock().unwrap_or_else(|e| e.into_inner());
@@ -151,7 +183,7 @@ async fn bare_yield() {
 
 /// A task's own line buffer, handed to the emitter in chunks.
 struct Lines {
-    buf: Vec<String>,
+    chunk: Chunk,
     out: Arc<Emitter>,
 }
 
@@ -160,24 +192,31 @@ impl Lines {
 
     fn new(out: &Arc<Emitter>) -> Self {
         Lines {
-            buf: Vec::with_capacity(Self::CHUNK),
+            chunk: Self::fresh(),
             out: out.clone(),
         }
     }
 
-    fn push(&mut self, line: String) {
-        self.buf.push(line);
-        if self.buf.len() >= Self::CHUNK {
+    fn fresh() -> Chunk {
+        Chunk {
+            text: String::with_capacity(Self::CHUNK * 48),
+            ends: Vec::with_capacity(Self::CHUNK),
+        }
+    }
+
+    fn push(&mut self, line: std::fmt::Arguments<'_>) {
+        use std::fmt::Write;
+        let _ = self.chunk.text.write_fmt(line);
+        self.chunk.ends.push(self.chunk.text.len());
+        if self.chunk.ends.len() >= Self::CHUNK {
             self.flush();
         }
     }
 
     fn flush(&mut self) {
-        if !self.buf.is_empty() {
-            self.out.add(std::mem::replace(
-                &mut self.buf,
-                Vec::with_capacity(Self::CHUNK),
-            ));
+        if !self.chunk.ends.is_empty() {
+            self.out
+                .add(std::mem::replace(&mut self.chunk, Self::fresh()));
         }
     }
 }
@@ -189,7 +228,7 @@ impl Drop for Lines {
 }
 
 struct Item {
-    value: String,
+    value: Hex10,
     made: Instant,
 }
 
@@ -202,7 +241,7 @@ struct Sleeps {
 impl Sleeps {
     async fn randsleep(self, rng: &mut Rng, who: &str, out: &mut Lines) {
         let i = rng.int(0, 10);
-        out.push(format!("{who} sleeping for {i} seconds."));
+        out.push(format_args!("{who} sleeping for {i} seconds."));
         if self.zero {
             bare_yield().await;
         } else {
@@ -227,7 +266,6 @@ async fn produce(
     for _ in 0..n {
         sleeps.randsleep(&mut rng, &who, &mut out).await;
         let value = rng.item();
-        let line = format!("{who} added <{value}> to queue.");
         if ch
             .send(Item {
                 value,
@@ -238,7 +276,7 @@ async fn produce(
         {
             break;
         }
-        out.push(line);
+        out.push(format_args!("{who} added <{value}> to queue."));
     }
     n
 }
@@ -259,9 +297,9 @@ async fn consume(
             return got;
         };
         let dt = item.made.elapsed().as_secs_f64();
-        out.push(format!(
-            "{who} got element <{}> in {dt:0.5} seconds.",
-            item.value
+        let value = item.value;
+        out.push(format_args!(
+            "{who} got element <{value}> in {dt:0.5} seconds."
         ));
         got += 1;
     }
