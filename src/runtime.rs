@@ -17,7 +17,7 @@
 //! * Where `add_reader` is not available, with one `call_soon_threadsafe`
 //!   per burst: `loop.is_closed()` is checked first and the `RuntimeError`
 //!   of a loop closed in between is swallowed. Threads not attached to the
-//!   interpreter leave that call to one helper thread.
+//!   interpreter leave that call to one waker thread.
 //!
 //! A completion raised on the loop's own thread runs at once: no hop.
 //!
@@ -183,7 +183,7 @@ impl LoopWaker {
             } else if unsafe { pyo3::ffi::PyGILState_Check() } == 1 {
                 Python::attach(|py| self.schedule(py));
             } else if let Some(me) = self.me.upgrade() {
-                schedule_from_helper(me);
+                schedule_from_waker_thread(me);
             }
         }
     }
@@ -240,12 +240,12 @@ impl LoopWaker {
 /// Schedule a drain from a thread that is not attached to the interpreter
 /// (a tokio worker, a blocked thread). Attaching there could wait up to the
 /// interpreter's switch interval while the loop thread runs Python, stalling
-/// that thread's other work; one helper thread does the waiting instead.
-fn schedule_from_helper(w: Arc<LoopWaker>) {
+/// that thread's other work; one waker thread does the waiting instead.
+fn schedule_from_waker_thread(w: Arc<LoopWaker>) {
     use std::sync::mpsc;
     use std::sync::OnceLock;
-    static HELPER: OnceLock<Mutex<mpsc::Sender<Arc<LoopWaker>>>> = OnceLock::new();
-    let tx = HELPER.get_or_init(|| {
+    static WAKER_THREAD: OnceLock<Mutex<mpsc::Sender<Arc<LoopWaker>>>> = OnceLock::new();
+    let tx = WAKER_THREAD.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Arc<LoopWaker>>();
         std::thread::Builder::new()
             .name("rustasync-loop-waker".into())
