@@ -103,7 +103,10 @@ def bench_asyncq(reps: int, quick: bool) -> list[dict]:
     nprod, ncon, per = 5, 10, (2_000 if quick else 20_000)
     total = nprod * per
     variants: dict[str, Callable[[], float]] = {}
-    for name, fn in (("python asyncio.Queue script", _python_asyncq), ("rust engine", _rust_asyncq)):
+    for name, fn in (
+        ("python asyncio.Queue script", _python_asyncq),
+        ("rust engine", _rust_asyncq),
+    ):
 
         def once(fn=fn) -> float:
             sink = io.StringIO()
@@ -120,7 +123,7 @@ def bench_asyncq(reps: int, quick: bool) -> list[dict]:
     med = _interleave(variants, reps)
     base = med["python asyncio.Queue script"]
     return [
-        _row("a", "asyncq 5p x %d, 10c, zero sleeps" % per, k, v, total / v, "items/s", base / v, 50)
+        _row("a", f"asyncq 5p x {per}, 10c, zero sleeps", k, v, total / v, "items/s", base / v, 50)
         for k, v in med.items()
     ]
 
@@ -232,8 +235,16 @@ def bench_bulk(reps: int, quick: bool) -> list[dict]:
     rates = {k: impls[k][0] / v for k, v in med.items()}
     best_peer = max(r for k, r in rates.items() if not k.startswith("rustasync"))
     return [
-        _row("b", f"thread -> asyncio, {n:,} items, maxsize {maxsize}", k, v, rates[k], "items/s",
-             rates[k] / best_peer, 10 if k.startswith("rustasync") else None)
+        _row(
+            "b",
+            f"thread -> asyncio, {n:,} items, maxsize {maxsize}",
+            k,
+            v,
+            rates[k],
+            "items/s",
+            rates[k] / best_peer,
+            10 if k.startswith("rustasync") else None,
+        )
         for k, v in med.items()
     ]
 
@@ -330,8 +341,16 @@ def bench_pingpong(reps: int, quick: bool) -> list[dict]:
     med = _interleave({k: _checked(f, expect) for k, f in impls.items()}, reps)
     best_peer = min(med["janus"], med["culsans"], med["aiologic"])
     return [
-        _row("c", f"ping-pong thread <-> task, {n:,} round trips", k, v, n / v, "round trips/s",
-             best_peer / v, 2 if k == "rustasync" else None)
+        _row(
+            "c",
+            f"ping-pong thread <-> task, {n:,} round trips",
+            k,
+            v,
+            n / v,
+            "round trips/s",
+            best_peer / v,
+            2 if k == "rustasync" else None,
+        )
         for k, v in med.items()
     ]
 
@@ -394,8 +413,18 @@ def bench_mpmc(reps: int, quick: bool) -> list[dict]:
     expect = (n, n * (n - 1) // 2)
     med = _interleave({"rustasync": _checked(lambda: _mpmc(n), expect)}, reps)
     v = med["rustasync"]
-    return [_row("d", f"4 threads -> 4 tasks on 2 loops, {n:,} items (no loss/dup checked)",
-                 "rustasync", v, n / v, "items/s", None, None)]
+    return [
+        _row(
+            "d",
+            f"4 threads -> 4 tasks on 2 loops, {n:,} items (no loss/dup checked)",
+            "rustasync",
+            v,
+            n / v,
+            "items/s",
+            None,
+            None,
+        )
+    ]
 
 
 # ---------------------------------------------------------- (e) bridge cost
@@ -416,15 +445,25 @@ def bench_bridge(reps: int, quick: bool) -> list[dict]:
     n = 10_000 if quick else 100_000
     expect = (n, n * (n - 1) // 2)
     impls = {
-        "pyo3_async_runtimes future_into_py (ready)": lambda: _awaits(_ra._pyo3_async_runtimes_ready, n),
+        "pyo3_async_runtimes future_into_py (ready)": lambda: _awaits(
+            _ra._pyo3_async_runtimes_ready, n
+        ),
         "rustasync bridge (ready)": lambda: _awaits(_ra._rust_ready, n),
         "rustasync bridge (one tokio round trip)": lambda: _awaits(_ra._rust_yield, n),
     }
     med = _interleave({k: _checked(f, expect) for k, f in impls.items()}, reps)
     base = med["pyo3_async_runtimes future_into_py (ready)"]
     return [
-        _row("e", f"{n:,} concurrent awaits of Rust futures", k, v, n / v, "awaits/s", base / v,
-             2 if k.startswith("rustasync") else None)
+        _row(
+            "e",
+            f"{n:,} concurrent awaits of Rust futures",
+            k,
+            v,
+            n / v,
+            "awaits/s",
+            base / v,
+            2 if k.startswith("rustasync") else None,
+        )
         for k, v in med.items()
     ]
 
@@ -465,7 +504,13 @@ def _row(wid, workload, impl, seconds, rate, unit, speedup, target) -> dict:
     }
 
 
-WORKLOADS = {"a": bench_asyncq, "b": bench_bulk, "c": bench_pingpong, "d": bench_mpmc, "e": bench_bridge}
+WORKLOADS = {
+    "a": bench_asyncq,
+    "b": bench_bulk,
+    "c": bench_pingpong,
+    "d": bench_mpmc,
+    "e": bench_bridge,
+}
 
 
 def run(args: argparse.Namespace | None = None) -> list[dict]:
@@ -492,13 +537,17 @@ def main(argv: list[str] | None = None) -> None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    print(f"rustasync {rustasync.__version__}, Python {sys.version.split()[0]}, "
-          f"{'uvloop' if args.uvloop else 'asyncio'} loop, {args.reps} interleaved reps, medians")
+    print(
+        f"rustasync {rustasync.__version__}, Python {sys.version.split()[0]}, "
+        f"{'uvloop' if args.uvloop else 'asyncio'} loop, {args.reps} interleaved reps, medians"
+    )
     for r in run(args):
         sp = "" if r["speedup"] is None else f"{r['speedup']:8.2f}x"
         tg = "" if r["target"] is None else f" (target >= {r['target']}x)"
-        print(f"[{r['id']}] {r['workload']:<55} {r['impl']:<42} {r['median_s']:9.4f} s "
-              f"{r['rate']:>14,.0f} {r['unit']:<14} {sp}{tg}")
+        print(
+            f"[{r['id']}] {r['workload']:<55} {r['impl']:<42} {r['median_s']:9.4f} s "
+            f"{r['rate']:>14,.0f} {r['unit']:<14} {sp}{tg}"
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ def test_many_concurrent(run):
     async def main():
         futs = [_ra._rust_yield(i) for i in range(5000)]
         assert sum([await f for f in futs]) == sum(range(5000))
-        assert await asyncio.gather(*(_ra._rust_sleep(0.001, i) for i in range(500))) == list(range(500))
+        assert await asyncio.gather(*(_ra._rust_sleep(0.001, i) for i in range(500))) == list(
+            range(500)
+        )
 
     run(main())
 
