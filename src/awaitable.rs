@@ -84,6 +84,16 @@ pub fn send_result(py: Python<'_>, step: Step) -> PyResult<Py<PyAny>> {
     }
 }
 
+/// Turn a `__next__` result into a `send()` result: a finished `__next__`
+/// returns NULL (with or without a pending `StopIteration`), which a method
+/// must turn into a raised `StopIteration`.
+pub fn as_send(py: Python<'_>, next: PyResult<Option<Py<PyAny>>>) -> PyResult<Py<PyAny>> {
+    match next? {
+        Some(v) => Ok(v),
+        None => Err(PyErr::take(py).unwrap_or_else(|| PyStopIteration::new_err(()))),
+    }
+}
+
 /// Read the value carried by a `StopIteration` (for code that drives a
 /// coroutine by hand).
 pub fn stop_iteration_value(py: Python<'_>, err: &PyErr) -> Option<Py<PyAny>> {

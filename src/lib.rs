@@ -5,10 +5,15 @@
 
 use pyo3::prelude::*;
 
+pub mod asyncq;
 pub mod awaitable;
+pub mod bridge;
+pub mod channel;
+pub mod core;
 pub mod errors;
 pub mod gather;
 pub mod queue;
+pub mod runtime;
 pub mod sleep;
 #[cfg(feature = "test-hooks")]
 pub mod testhooks;
@@ -21,6 +26,9 @@ fn _rustasync(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sleep::register(m)?;
     gather::register(m)?;
     queue::register(m)?;
+    channel::register(m)?;
+    bridge::register(m)?;
+    asyncq::register(m)?;
     #[cfg(feature = "test-hooks")]
     testhooks::register(m)?;
     Ok(())

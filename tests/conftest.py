@@ -1,5 +1,5 @@
 """Shared fixtures: every behaviour test runs against stock asyncio and
-rustasync (``impl``), on the stock loop and on uvloop (``run``)."""
+rustasync (``impl``), on the stock loop and on uvloop (``loop_kind``, ``run``)."""
 
 from __future__ import annotations
 
@@ -24,11 +24,12 @@ IMPLS = {
     ),
 }
 
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "stockloop": asyncio.new_event_loop,
-}
-if uvloop is not None:
-    LOOPS["uvloop"] = uvloop.new_event_loop
+LOOP_KINDS = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
+
+
+def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new event loop of the given kind ("asyncio" or "uvloop")."""
+    return uvloop.new_event_loop() if kind == "uvloop" else asyncio.new_event_loop()
 
 
 @pytest.fixture(params=list(IMPLS))
@@ -37,10 +38,16 @@ def impl(request: pytest.FixtureRequest) -> types.SimpleNamespace:
     return IMPLS[request.param]
 
 
-@pytest.fixture(params=list(LOOPS))
-def loop_factory(request: pytest.FixtureRequest) -> Callable[[], asyncio.AbstractEventLoop]:
+@pytest.fixture(params=LOOP_KINDS)
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    """The event loop kind under test."""
+    return request.param
+
+
+@pytest.fixture
+def loop_factory(loop_kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
     """A factory for the event loop kind under test."""
-    return LOOPS[request.param]
+    return lambda: new_loop(loop_kind)
 
 
 @pytest.fixture

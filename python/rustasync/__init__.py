@@ -11,6 +11,8 @@ from ._install import install as install
 from ._install import installed as installed
 from ._install import uninstall as uninstall
 from ._runner import run as run
+from ._rustasync import Channel as Channel
+from ._rustasync import ChannelClosed as ChannelClosed
 from ._rustasync import GatheringFuture as GatheringFuture
 from ._rustasync import LifoQueue as LifoQueue
 from ._rustasync import PriorityQueue as PriorityQueue
@@ -26,6 +28,8 @@ from ._rustasync import sleep as sleep
 from ._virtual import VirtualTimeLoop as VirtualTimeLoop
 
 __all__ = [
+    "Channel",
+    "ChannelClosed",
     "GatheringFuture",
     "LifoQueue",
     "PriorityQueue",

@@ -55,6 +55,51 @@ def _rows(results: list[Any]) -> list[dict[str, Any]]:
     return [r.as_dict() if hasattr(r, "as_dict") else dict(r) for r in results]
 
 
+def _run_suite(mod: Any, args: argparse.Namespace) -> list[Any]:
+    """Run one suite; suites with their own options get them translated."""
+    if not hasattr(mod, "parse_args"):
+        return list(mod.run(args))
+    out: list[Any] = []
+    for loop in args.loops:
+        argv = ["--reps", str(args.rounds)] + (["--quick"] if args.quick else [])
+        if loop == "uvloop":
+            argv.append("--uvloop")
+            import asyncio
+
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        try:
+            for row in mod.run(mod.parse_args(argv)):
+                out.append({**row, "loop": loop})
+        finally:
+            import asyncio
+
+            asyncio.set_event_loop_policy(None)
+    return out
+
+
+def _generic_table(rows: list[dict[str, Any]]) -> str:
+    keys = [k for k in rows[0] if k != "extra"]
+    out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        cells = []
+        for k in keys:
+            v = r.get(k)
+            cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def _tables(harness: Any, rows: list[dict[str, Any]]) -> str:
+    std = [r for r in rows if "stock_median_s" in r]
+    other = [r for r in rows if "stock_median_s" not in r]
+    parts = [harness.table(std)] if std else []
+    if other:
+        parts.append(_generic_table(other))
+    return "\n\n".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.rounds < 1:
@@ -69,14 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as e:
             print(f"skipping {suite}: {e}", file=sys.stderr)
             continue
-        rows.extend(_rows(mod.run(args)))
+        rows.extend(_rows(_run_suite(mod, args)))
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     if args.json == "-":
         json.dump({"machine": machine, "results": rows}, sys.stdout, indent=2)
         print()
     else:
         print(f"Machine: {machine}\n")
-        print(harness.table(rows))
+        print(_tables(harness, rows))
         if args.json:
             Path(args.json).write_text(json.dumps({"machine": machine, "results": rows}, indent=2))
     return 0

@@ -1,0 +1,467 @@
+//! Rust futures as Python awaitables.
+//!
+//! [`future_into_py`] turns a `Future<Output = PyResult<T>>` into an object
+//! Python can `await` on an asyncio loop (stock or uvloop):
+//!
+//! ```no_run
+//! use pyo3::prelude::*;
+//!
+//! #[pyfunction]
+//! fn fetch(py: Python<'_>, seconds: f64) -> PyResult<Bound<'_, PyAny>> {
+//!     _rustasync::bridge::future_into_py(py, async move {
+//!         tokio::time::sleep(std::time::Duration::from_secs_f64(seconds)).await;
+//!         Ok("done")
+//!     })
+//! }
+//! ```
+//!
+//! # How it runs
+//!
+//! * The future is polled once, at once, on the calling thread inside the
+//!   tokio runtime's context (`pyo3_async_runtimes::tokio::get_runtime()`,
+//!   created lazily, once). If it is ready, the awaitable is already
+//!   complete: awaiting it does not suspend and nothing crosses threads.
+//! * Otherwise it is spawned on the runtime. When it finishes, its output
+//!   is handed to the loop through the loop's wakeup batcher
+//!   ([`crate::runtime`]): one `call_soon_threadsafe` per burst of
+//!   completions, not one per future. The output is converted to a Python
+//!   object on the loop thread, when the awaiting task resumes, so tokio
+//!   workers never attach to the interpreter for it.
+//! * If the loop is closed by then, nothing is scheduled on it.
+//!
+//! # Contextvars
+//!
+//! The caller's `contextvars` context is copied at call time and installed
+//! as the future's `pyo3_async_runtimes` task locals, so Python coroutines
+//! the future awaits with `pyo3_async_runtimes::tokio::into_future` run in
+//! that context, and `get_current_locals` works inside it.
+//!
+//! # Errors and panics
+//!
+//! An `Err(e)` output raises `e` from the `await`. A panic inside the future
+//! (on the first poll or later on tokio) raises `rustasync.RustPanic`; the
+//! process goes on.
+//!
+//! # Cancel safety
+//!
+//! Cancelling the awaiting task (or closing or dropping the awaitable
+//! before it completed) aborts the tokio task, dropping the Rust future at
+//! its next suspension point. An output produced in the meantime is
+//! dropped.
+
+use std::future::{poll_fn, Future};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use pyo3::{ffi, IntoPyObjectExt, PyTraverseError, PyVisit};
+use pyo3_async_runtimes::TaskLocals;
+
+use crate::errors::panic_to_pyerr;
+use crate::runtime::FutureWake;
+
+type Output = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+
+#[derive(Default)]
+struct Shared {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    output: Option<Output>,
+    wake: Option<Arc<FutureWake>>,
+    taken: bool,
+}
+
+impl Shared {
+    fn finish(&self, out: Output) {
+        let wake = {
+            let mut i = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            i.output = Some(out);
+            i.wake.take()
+        };
+        if let Some(w) = wake {
+            w.wake();
+        }
+    }
+}
+
+fn convert<T>(r: PyResult<T>) -> Output
+where
+    T: for<'py> IntoPyObject<'py> + Send + 'static,
+{
+    Box::new(move |py| r.and_then(|v| v.into_py_any(py)))
+}
+
+/// For the first, inline poll: a spawned task polls again with its own.
+fn noop_waker() -> &'static Waker {
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    static NOOP: std::sync::OnceLock<Waker> = std::sync::OnceLock::new();
+    NOOP.get_or_init(|| Waker::from(Arc::new(Noop)))
+}
+
+/// Turn `fut` into a Python awaitable; see the [module docs](self).
+///
+/// Must be called with an asyncio loop running on this thread (raises
+/// `RuntimeError` otherwise, like `asyncio.get_running_loop()`).
+///
+/// # Cancel safety
+/// Cancelling the awaiting task drops `fut` (the tokio task is aborted).
+pub fn future_into_py<F, T>(py: Python<'_>, fut: F) -> PyResult<Bound<'_, PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'py> IntoPyObject<'py> + Send + 'static,
+{
+    let event_loop = crate::runtime::running_loop(py)?;
+    let ctx = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? };
+    let locals = TaskLocals::new(event_loop).with_context(ctx);
+    let mut inner = Box::pin(pyo3_async_runtimes::tokio::scope(locals, fut));
+    let mut guarded = poll_fn(move |cx: &mut Context<'_>| {
+        match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(Poll::Ready(r)) => Poll::Ready(convert(r)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(convert::<()>(Err(panic_to_pyerr(payload)))),
+        }
+    });
+    let rt = pyo3_async_runtimes::tokio::get_runtime();
+    let shared = Arc::new(Shared::default());
+    let abort = {
+        let _entered = rt.enter();
+        match std::pin::Pin::new(&mut guarded).poll(&mut Context::from_waker(noop_waker())) {
+            Poll::Ready(out) => {
+                shared
+                    .inner
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .output = Some(out);
+                None
+            }
+            Poll::Pending => {
+                let sh = shared.clone();
+                let task = rt.spawn(async move { sh.finish(guarded.await) });
+                Some(task.abort_handle())
+            }
+        }
+    };
+    Bound::new(py, RustFuture { shared, abort }).map(Bound::into_any)
+}
+
+/// The awaitable returned by Rust functions that run a Rust future.
+///
+/// Cancel safety: cancelling the awaiting task aborts the Rust future.
+#[pyclass(frozen, module = "rustasync._rustasync", name = "RustFuture")]
+pub struct RustFuture {
+    shared: Arc<Shared>,
+    abort: Option<tokio::task::AbortHandle>,
+}
+
+impl RustFuture {
+    fn give_up(&self) {
+        if let Some(a) = &self.abort {
+            a.abort();
+        }
+        let (out, wake) = {
+            let mut i = self.shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+            i.taken = true;
+            (i.output.take(), i.wake.take())
+        };
+        drop((out, wake));
+    }
+}
+
+impl Drop for RustFuture {
+    fn drop(&mut self) {
+        if let Some(a) = &self.abort {
+            a.abort();
+        }
+    }
+}
+
+fn stop_iteration(py: Python<'_>, value: Py<PyAny>) -> PyResult<Option<Py<PyAny>>> {
+    let value = value.into_bound(py);
+    let value = if value.is_instance_of::<PyTuple>()
+        || unsafe { ffi::PyExceptionInstance_Check(value.as_ptr()) } != 0
+    {
+        PyTuple::new(py, [value])?.into_any()
+    } else {
+        value
+    };
+    unsafe { ffi::PyErr_SetObject(ffi::PyExc_StopIteration, value.as_ptr()) };
+    Ok(None)
+}
+
+#[pymethods]
+impl RustFuture {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let mut i = self.shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(out) = i.output.take() {
+            i.taken = true;
+            i.wake = None;
+            drop(i);
+            return stop_iteration(py, out(py)?);
+        }
+        if i.taken {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "cannot reuse already awaited Rust future",
+            ));
+        }
+        let stale = match &i.wake {
+            None => true,
+            Some(w) => w
+                .future()
+                .bind(py)
+                .call_method0(pyo3::intern!(py, "done"))
+                .and_then(|d| d.is_truthy())
+                .unwrap_or(true),
+        };
+        if stale {
+            i.wake = Some(FutureWake::new(py)?);
+        }
+        let fut = i
+            .wake
+            .as_ref()
+            .expect("set above")
+            .future()
+            .bind(py)
+            .clone();
+        drop(i);
+        if !stale {
+            fut.setattr(pyo3::intern!(py, "_asyncio_future_blocking"), true)?;
+        }
+        Ok(Some(fut.unbind()))
+    }
+
+    #[pyo3(signature = (_value, /))]
+    fn send(&self, py: Python<'_>, _value: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        crate::awaitable::as_send(py, self.__next__(py))
+    }
+
+    /// Abort the Rust future and raise the given exception.
+    #[pyo3(signature = (typ, val = None, _tb = None, /))]
+    fn throw(
+        &self,
+        typ: Bound<'_, PyAny>,
+        val: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.give_up();
+        Err(crate::channel::thrown(typ, val))
+    }
+
+    /// Abort the Rust future.
+    fn close(&self) {
+        self.give_up();
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(i) = self.shared.inner.try_lock() {
+            if let Some(w) = &i.wake {
+                visit.call(w.future())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        self.give_up();
+    }
+
+    /// True once the Rust future has finished.
+    fn done(&self) -> bool {
+        let i = self.shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+        i.output.is_some() || i.taken
+    }
+}
+
+mod demo {
+    //! Small Rust futures exposed to Python for tests and benchmarks.
+
+    use super::future_into_py;
+    use crate::channel::PyChannel;
+    use pyo3::exceptions::PyValueError;
+    use pyo3::prelude::*;
+    use pyo3::IntoPyObjectExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    static DROPPED_UNFINISHED: AtomicUsize = AtomicUsize::new(0);
+
+    /// Counts futures dropped before they finished.
+    struct Tracker(bool);
+    impl Drop for Tracker {
+        fn drop(&mut self) {
+            if !self.0 {
+                DROPPED_UNFINISHED.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Awaitable resolving to `value` at once (a ready Rust future).
+    #[pyfunction]
+    pub fn _rust_ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Bound<'_, PyAny>> {
+        future_into_py(py, async move { Ok(value) })
+    }
+
+    /// Awaitable resolving to `value` after one trip through tokio.
+    #[pyfunction]
+    pub fn _rust_yield(py: Python<'_>, value: Py<PyAny>) -> PyResult<Bound<'_, PyAny>> {
+        future_into_py(py, async move {
+            tokio::task::yield_now().await;
+            Ok(value)
+        })
+    }
+
+    /// Awaitable resolving to `value` after `seconds` of `tokio::time::sleep`.
+    #[pyfunction]
+    pub fn _rust_sleep(
+        py: Python<'_>,
+        seconds: f64,
+        value: Py<PyAny>,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        let d = Duration::try_from_secs_f64(seconds)
+            .map_err(|_| PyValueError::new_err("seconds must be a non-negative number"))?;
+        future_into_py(py, async move {
+            let mut t = Tracker(false);
+            tokio::time::sleep(d).await;
+            t.0 = true;
+            Ok(value)
+        })
+    }
+
+    /// How many Rust futures were dropped before finishing (cancellations).
+    #[pyfunction]
+    pub fn _rust_dropped_count() -> usize {
+        DROPPED_UNFINISHED.load(Ordering::SeqCst)
+    }
+
+    /// Awaitable whose Rust future panics with `msg` (after one trip through
+    /// tokio if `later`).
+    #[pyfunction]
+    #[pyo3(signature = (msg, later = false))]
+    pub fn _rust_panic(py: Python<'_>, msg: String, later: bool) -> PyResult<Bound<'_, PyAny>> {
+        future_into_py(py, async move {
+            if later {
+                tokio::task::yield_now().await;
+            }
+            if !msg.is_empty() {
+                panic!("{msg}");
+            }
+            Ok(())
+        })
+    }
+
+    /// Awaitable whose Rust future fails with `ValueError(msg)`.
+    #[pyfunction]
+    #[pyo3(signature = (msg, later = false))]
+    pub fn _rust_fail(py: Python<'_>, msg: String, later: bool) -> PyResult<Bound<'_, PyAny>> {
+        future_into_py(py, async move {
+            if later {
+                tokio::task::yield_now().await;
+            }
+            Err::<(), _>(PyValueError::new_err(msg))
+        })
+    }
+
+    /// Awaitable whose Rust future awaits the Python awaitable `aw` (run on
+    /// the caller's loop, in the caller's contextvars context).
+    #[pyfunction]
+    pub fn _rust_await(py: Python<'_>, aw: Py<PyAny>) -> PyResult<Bound<'_, PyAny>> {
+        future_into_py(py, async move {
+            tokio::task::yield_now().await;
+            let f =
+                Python::attach(|py| pyo3_async_runtimes::tokio::into_future(aw.into_bound(py)))?;
+            f.await
+        })
+    }
+
+    /// The same ready future through `pyo3_async_runtimes::tokio::future_into_py`,
+    /// for comparison.
+    #[pyfunction]
+    pub fn _pyo3_async_runtimes_ready(
+        py: Python<'_>,
+        value: Py<PyAny>,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(value) })
+    }
+
+    /// A tokio task sending the ints `0..n` into `channel` (panicking before
+    /// item `panic_at`, if given); resolves to the number sent.
+    #[pyfunction]
+    #[pyo3(signature = (channel, n, panic_at = None))]
+    pub fn _rust_produce<'py>(
+        py: Python<'py>,
+        channel: &PyChannel,
+        n: u64,
+        panic_at: Option<u64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ch = channel.core().clone();
+        future_into_py(py, async move {
+            tokio::task::yield_now().await;
+            let mut i = 0;
+            while i < n {
+                let end = (i + 1024).min(n);
+                let batch: Vec<Py<PyAny>> = Python::attach(|py| {
+                    (i..end).map(|v| v.into_py_any(py)).collect::<PyResult<_>>()
+                })?;
+                for item in batch {
+                    if Some(i) == panic_at {
+                        panic!("producer failed at item {i}");
+                    }
+                    ch.send(item)
+                        .await
+                        .map_err(|_| crate::channel::closed_error())?;
+                    i += 1;
+                }
+            }
+            Ok(i)
+        })
+    }
+
+    /// A tokio task receiving from `channel` until it is closed and drained;
+    /// resolves to the list of items.
+    #[pyfunction]
+    pub fn _rust_collect<'py>(py: Python<'py>, channel: &PyChannel) -> PyResult<Bound<'py, PyAny>> {
+        let ch = channel.core().clone();
+        future_into_py(py, async move {
+            let mut out = Vec::new();
+            while let Ok(batch) = ch.recv_many(4096).await {
+                out.extend(batch);
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_function(wrap_pyfunction!(_rust_ready, m)?)?;
+        m.add_function(wrap_pyfunction!(_rust_yield, m)?)?;
+        m.add_function(wrap_pyfunction!(_rust_sleep, m)?)?;
+        m.add_function(wrap_pyfunction!(_rust_dropped_count, m)?)?;
+        m.add_function(wrap_pyfunction!(_rust_panic, m)?)?;
+        m.add_function(wrap_pyfunction!(_rust_fail, m)?)?;
+        m.add_function(wrap_pyfunction!(_rust_await, m)?)?;
+        m.add_function(wrap_pyfunction!(_pyo3_async_runtimes_ready, m)?)?;
+        m.add_function(wrap_pyfunction!(_rust_produce, m)?)?;
+        m.add_function(wrap_pyfunction!(_rust_collect, m)?)?;
+        Ok(())
+    }
+}
+
+/// Register the awaitable class and the demo functions on the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<RustFuture>()?;
+    demo::register(m)
+}

@@ -1,0 +1,981 @@
+//! `rustasync.Channel`: the engine in `crate::core` with Python objects as
+//! items, usable from asyncio tasks on any loop, plain threads and tokio.
+//!
+//! Async operations return small awaitable objects (`RecvOp`, `SendOp`,
+//! `SendManyOp`). Nothing happens until they are awaited. When an operation
+//! can complete at once it completes without suspending; otherwise it yields
+//! a `loop.create_future()` future to the Task and registers a waker that
+//! resolves that future through the loop's wakeup batcher
+//! (`crate::runtime`).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::{PyStopAsyncIteration, PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyTuple, PyType};
+use pyo3::{ffi, PyTraverseError, PyVisit};
+
+use crate::core::{
+    self, RecvPoll, RecvStart, RecvTicket, RecvTimeoutError, SendPoll, SendStart, SendTicket,
+    SendTimeoutError, TryRecvError, TrySendError,
+};
+use crate::runtime::FutureWake;
+
+pyo3::create_exception!(
+    rustasync,
+    ChannelClosed,
+    pyo3::exceptions::PyException,
+    "Raised by a send on a closed Channel, and by a receive on a closed Channel that has been drained."
+);
+
+/// The engine type behind a `rustasync.Channel`.
+pub type Core = core::Channel<Py<PyAny>>;
+
+fn asyncio_exc<'py>(py: Python<'py>, name: &'static str) -> PyResult<Bound<'py, PyType>> {
+    static EMPTY: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    static FULL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    let cell = if name == "QueueEmpty" { &EMPTY } else { &FULL };
+    Ok(cell.import(py, "asyncio", name)?.clone())
+}
+
+/// `ChannelClosed`, for Rust code that bridges channel operations.
+pub fn closed_error() -> PyErr {
+    closed_err()
+}
+
+fn closed_err() -> PyErr {
+    ChannelClosed::new_err("channel is closed")
+}
+
+/// Finish a `__next__` with `value`: set `StopIteration(value)` directly
+/// (cheaper than building the exception through `PyErr`) and return NULL.
+fn stop_iteration(py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+    let value = if value.is_instance_of::<PyTuple>()
+        || unsafe { ffi::PyExceptionInstance_Check(value.as_ptr()) } != 0
+    {
+        PyTuple::new(py, [value])?.into_any()
+    } else {
+        value
+    };
+    unsafe { ffi::PyErr_SetObject(ffi::PyExc_StopIteration, value.as_ptr()) };
+    Ok(None)
+}
+
+/// Re-raise what `throw(typ, val, tb)` was given.
+pub(crate) fn thrown(typ: Bound<'_, PyAny>, val: Option<Bound<'_, PyAny>>) -> PyErr {
+    if let Some(v) = val.filter(|v| !v.is_none()) {
+        if let Ok(t) = typ.cast::<PyType>() {
+            if !v.is_instance(t).unwrap_or(false) {
+                return match typ.call1((v,)) {
+                    Ok(e) => PyErr::from_value(e),
+                    Err(e) => e,
+                };
+            }
+        }
+        return PyErr::from_value(v);
+    }
+    if typ.is_instance_of::<PyType>() {
+        match typ.call0() {
+            Ok(e) => PyErr::from_value(e),
+            Err(e) => e,
+        }
+    } else {
+        PyErr::from_value(typ)
+    }
+}
+
+fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Instant>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_nan() || t < 0.0 => Err(PyValueError::new_err(
+            "timeout must be a non-negative number or None",
+        )),
+        Some(t) => Ok(Some(
+            Instant::now() + Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX / 4),
+        )),
+    }
+}
+
+fn parse_max_items(max_items: &Bound<'_, PyAny>) -> PyResult<usize> {
+    if max_items.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(PyTypeError::new_err("max_items must be an int, not bool"));
+    }
+    let n: i64 = max_items.extract().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "max_items must be an int, not {}",
+            max_items
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })?;
+    if n < 1 {
+        return Err(PyValueError::new_err("max_items must be at least 1"));
+    }
+    Ok(n as usize)
+}
+
+/// True on the interpreter's main thread, the only one that runs signal
+/// handlers.
+fn on_main_thread(py: Python<'_>) -> bool {
+    thread_local!(static IS_MAIN: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) });
+    if let Some(known) = IS_MAIN.with(|c| c.get()) {
+        return known;
+    }
+    static MAIN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static CURRENT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let main = MAIN
+        .import(py, "threading", "main_thread")
+        .and_then(|f| f.call0());
+    let cur = CURRENT
+        .import(py, "threading", "current_thread")
+        .and_then(|f| f.call0());
+    let is_main = matches!((main, cur), (Ok(m), Ok(c)) if m.is(&c));
+    IS_MAIN.with(|c| c.set(Some(is_main)));
+    is_main
+}
+
+/// Run `f` detached. On the main thread, check for signals
+/// (KeyboardInterrupt) every few tens of milliseconds while blocked; other
+/// threads never re-attach while they wait, so a daemon thread blocked at
+/// interpreter exit stays out of the interpreter's way.
+fn blocking<R: Send>(
+    py: Python<'_>,
+    f: impl FnOnce(&mut dyn FnMut() -> bool) -> R + Send,
+) -> (R, Option<PyErr>) {
+    let main = on_main_thread(py);
+    let mut sig: Option<PyErr> = None;
+    let r = py.detach(|| {
+        let mut check = || {
+            main && Python::attach(|py| match py.check_signals() {
+                Ok(()) => false,
+                Err(e) => {
+                    sig = Some(e);
+                    true
+                }
+            })
+        };
+        f(&mut check)
+    });
+    (r, sig)
+}
+
+/// A bounded or unbounded multi-producer, multi-consumer channel that works
+/// across asyncio loops, threads and Rust (tokio) tasks.
+///
+/// Channel(maxsize=0)
+///
+/// `maxsize <= 0` (or None) means unbounded, as for `asyncio.Queue`.
+/// Like `asyncio.Queue`, but thread-safe, closable (`close()`; receivers
+/// drain what is left, then get `ChannelClosed`, and `async for` ends), with
+/// batch operations (`send_many`, `recv_many`) and blocking methods for
+/// threads (`send_blocking`, `recv_blocking`, `recv_many_blocking`), which
+/// release the interpreter while they wait. Items are delivered in FIFO
+/// order and exactly once. There is no `task_done()`/`join()`.
+#[pyclass(frozen, module = "rustasync._rustasync", name = "Channel")]
+pub struct PyChannel {
+    inner: Arc<Core>,
+}
+
+impl PyChannel {
+    /// Wrap an engine, e.g. one also used by Rust tasks.
+    pub fn from_core(inner: Arc<Core>) -> Self {
+        PyChannel { inner }
+    }
+
+    /// The engine, for Rust code (tokio tasks) to send and receive on.
+    pub fn core(&self) -> &Arc<Core> {
+        &self.inner
+    }
+}
+
+#[pymethods]
+impl PyChannel {
+    #[new]
+    #[pyo3(signature = (maxsize = None))]
+    fn new(maxsize: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let cap = match maxsize {
+            None => None,
+            Some(m) if m.is_none() => None,
+            Some(m) => {
+                if m.is_instance_of::<pyo3::types::PyBool>() {
+                    return Err(PyTypeError::new_err("maxsize must be an int, not bool"));
+                }
+                let n: i64 = m.extract().map_err(|_| {
+                    PyTypeError::new_err(format!(
+                        "maxsize must be an int or None, not {}",
+                        m.get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default()
+                    ))
+                })?;
+                (n > 0).then_some(n as usize)
+            }
+        };
+        Ok(PyChannel {
+            inner: Arc::new(Core::new(cap)),
+        })
+    }
+
+    #[classmethod]
+    fn __class_getitem__(cls: &Bound<'_, PyType>, item: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = cls.py();
+        static ALIAS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        Ok(ALIAS
+            .import(py, "types", "GenericAlias")?
+            .call1((cls, item))?
+            .unbind())
+    }
+
+    /// Number of queued items.
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Number of queued items (as `asyncio.Queue.qsize`).
+    fn qsize(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Capacity; 0 means unbounded (as `asyncio.Queue.maxsize`).
+    #[getter]
+    fn maxsize(&self) -> usize {
+        self.inner.capacity().unwrap_or(0)
+    }
+
+    /// True if no items are queued.
+    fn empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// True if the queued items fill the capacity.
+    fn full(&self) -> bool {
+        self.inner.capacity().is_some_and(|c| self.inner.len() >= c)
+    }
+
+    /// True once `close()` has been called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// Close the channel; returns False if it was already closed.
+    ///
+    /// Waiting and later senders get `ChannelClosed` (their item is not
+    /// sent). Receivers get what is left, then `ChannelClosed`; `async for`
+    /// ends. Safe to call from any thread.
+    fn close(&self) -> bool {
+        self.inner.close()
+    }
+
+    /// A snapshot of the channel's counters, as a dict: `qsize`, `maxsize`,
+    /// `closed`, `waiting_senders`, `waiting_receivers`, `sent`, `received`.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("qsize", s.len)?;
+        d.set_item("maxsize", s.capacity.unwrap_or(0))?;
+        d.set_item("closed", s.closed)?;
+        d.set_item("waiting_senders", s.waiting_senders)?;
+        d.set_item("waiting_receivers", s.waiting_receivers)?;
+        d.set_item("sent", s.sent)?;
+        d.set_item("received", s.received)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        let s = self.inner.stats();
+        format!(
+            "<rustasync.Channel maxsize={} qsize={} closed={} waiting_senders={} waiting_receivers={}>",
+            s.capacity.unwrap_or(0),
+            s.len,
+            s.closed,
+            s.waiting_senders,
+            s.waiting_receivers
+        )
+    }
+
+    /// Send without waiting.
+    ///
+    /// Raises:
+    ///     asyncio.QueueFull: the channel is full.
+    ///     ChannelClosed: the channel is closed.
+    fn send_nowait(&self, py: Python<'_>, item: Py<PyAny>) -> PyResult<()> {
+        match self.inner.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(PyErr::from_type(asyncio_exc(py, "QueueFull")?, ())),
+            Err(TrySendError::Closed(_)) => Err(closed_err()),
+        }
+    }
+
+    /// Receive without waiting.
+    ///
+    /// Raises:
+    ///     asyncio.QueueEmpty: nothing is queued.
+    ///     ChannelClosed: closed and drained.
+    fn recv_nowait(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match self.inner.try_recv() {
+            Ok(v) => Ok(v),
+            Err(TryRecvError::Empty) => Err(PyErr::from_type(asyncio_exc(py, "QueueEmpty")?, ())),
+            Err(TryRecvError::Closed) => Err(closed_err()),
+        }
+    }
+
+    /// Send `item`, waiting while the channel is full (awaitable).
+    ///
+    /// Raises:
+    ///     ChannelClosed: the channel is or gets closed before the item is in.
+    ///
+    /// Cancel safety: if the send is cancelled, the item was not sent and
+    /// never will be; the place in line it held passes to the next sender.
+    fn send(&self, item: Py<PyAny>) -> SendOp {
+        SendOp {
+            chan: self.inner.clone(),
+            state: Mutex::new(SendState::Init(item)),
+        }
+    }
+
+    /// Send every item of `items`, in order, waiting for room as needed
+    /// (awaitable).
+    ///
+    /// Raises:
+    ///     ChannelClosed: the channel is or gets closed; a prefix of the
+    ///     items may have been sent.
+    ///
+    /// Cancel safety: on cancellation, a prefix of `items` has been sent
+    /// (check `stats()["sent"]`), the rest is not sent.
+    fn send_many(&self, items: &Bound<'_, PyAny>) -> PyResult<SendManyOp> {
+        let items: VecDeque<Py<PyAny>> = items
+            .try_iter()?
+            .map(|i| i.map(Bound::unbind))
+            .collect::<PyResult<_>>()?;
+        Ok(SendManyOp {
+            chan: self.inner.clone(),
+            state: Mutex::new(SendManyState { items, wait: None }),
+        })
+    }
+
+    /// Receive one item, waiting while the channel is empty (awaitable).
+    ///
+    /// Raises:
+    ///     ChannelClosed: the channel is closed and drained.
+    ///
+    /// Cancel safety: a cancelled receive never loses an item. If one had
+    /// already been handed to it, the item goes back first in line (to the
+    /// next waiting receiver, else the front of the channel).
+    fn recv(&self) -> RecvOp {
+        RecvOp::new(&self.inner, Mode::One)
+    }
+
+    /// Receive between 1 and `max_items` items as a list, waiting while the
+    /// channel is empty (awaitable).
+    ///
+    /// Raises:
+    ///     ValueError: `max_items < 1`.
+    ///     ChannelClosed: the channel is closed and drained.
+    ///
+    /// Cancel safety: as `recv()`; nothing is lost.
+    #[pyo3(signature = (max_items))]
+    fn recv_many(&self, max_items: &Bound<'_, PyAny>) -> PyResult<RecvOp> {
+        Ok(RecvOp::new(
+            &self.inner,
+            Mode::Many(parse_max_items(max_items)?),
+        ))
+    }
+
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// The next item; `async for` ends once the channel is closed and drained.
+    ///
+    /// Cancel safety: as `recv()`.
+    fn __anext__(&self) -> RecvOp {
+        RecvOp::new(&self.inner, Mode::Iter)
+    }
+
+    /// Send from a plain thread, blocking (with the interpreter released)
+    /// while the channel is full.
+    ///
+    /// Raises:
+    ///     TimeoutError: not sent within `timeout` seconds.
+    ///     ValueError: negative timeout.
+    ///     ChannelClosed: the channel is or gets closed.
+    ///
+    /// Do not call it on an event loop's thread: it blocks the loop.
+    #[pyo3(signature = (item, timeout = None))]
+    fn send_blocking(&self, py: Python<'_>, item: Py<PyAny>, timeout: Option<f64>) -> PyResult<()> {
+        let deadline = parse_timeout(timeout)?;
+        let item = match self.inner.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Closed(_)) => return Err(closed_err()),
+            Err(TrySendError::Full(item)) => item,
+        };
+        let chan = &self.inner;
+        let (r, sig) = blocking(py, |check| chan.send_blocking_with(item, deadline, check));
+        match r {
+            Ok(()) => Ok(()),
+            Err(SendTimeoutError::Timeout(_)) => Err(PyTimeoutError::new_err("send timed out")),
+            Err(SendTimeoutError::Closed(_)) => Err(closed_err()),
+            Err(SendTimeoutError::Interrupted(_)) => Err(sig.expect("interrupted by a signal")),
+        }
+    }
+
+    /// Send every item of `items` in order from a plain thread, blocking
+    /// while the channel is full.
+    ///
+    /// Raises:
+    ///     TimeoutError, ValueError, ChannelClosed: as `send_blocking`; a
+    ///     prefix of the items may have been sent.
+    #[pyo3(signature = (items, timeout = None))]
+    fn send_many_blocking(
+        &self,
+        py: Python<'_>,
+        items: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let deadline = parse_timeout(timeout)?;
+        let mut items: VecDeque<Py<PyAny>> = items
+            .try_iter()?
+            .map(|i| i.map(Bound::unbind))
+            .collect::<PyResult<_>>()?;
+        match self.inner.try_send_many(&mut items) {
+            Err(_) => return Err(closed_err()),
+            Ok(_) if items.is_empty() => return Ok(()),
+            Ok(_) => {}
+        }
+        let chan = &self.inner;
+        let (r, sig) = blocking(py, |check| {
+            let r = chan.send_many_blocking(&mut items, deadline, check);
+            (r, items)
+        });
+        match r.0 {
+            Ok(()) => Ok(()),
+            Err(SendTimeoutError::Timeout(())) => Err(PyTimeoutError::new_err("send timed out")),
+            Err(SendTimeoutError::Closed(())) => Err(closed_err()),
+            Err(SendTimeoutError::Interrupted(())) => Err(sig.expect("interrupted by a signal")),
+        }
+    }
+
+    /// Receive from a plain thread, blocking (with the interpreter released)
+    /// while the channel is empty.
+    ///
+    /// Raises:
+    ///     TimeoutError: nothing arrived within `timeout` seconds.
+    ///     ValueError: negative timeout.
+    ///     ChannelClosed: closed and drained.
+    #[pyo3(signature = (timeout = None))]
+    fn recv_blocking(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let deadline = parse_timeout(timeout)?;
+        match self.inner.try_recv() {
+            Ok(v) => return Ok(v),
+            Err(TryRecvError::Closed) => return Err(closed_err()),
+            Err(TryRecvError::Empty) => {}
+        }
+        let chan = &self.inner;
+        let (r, sig) = blocking(py, |check| chan.recv_blocking_with(deadline, check));
+        r.map_err(|e| recv_error(e, sig))
+    }
+
+    /// Receive between 1 and `max_items` items as a list from a plain
+    /// thread, blocking while the channel is empty.
+    ///
+    /// Raises:
+    ///     TimeoutError, ChannelClosed: as `recv_blocking`.
+    ///     ValueError: `max_items < 1` or negative timeout.
+    #[pyo3(signature = (max_items, timeout = None))]
+    fn recv_many_blocking<'py>(
+        &self,
+        py: Python<'py>,
+        max_items: &Bound<'py, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let max = parse_max_items(max_items)?;
+        let deadline = parse_timeout(timeout)?;
+        let mut out = Vec::new();
+        match self.inner.try_recv_many(max, &mut out) {
+            Ok(_) => return PyList::new(py, out),
+            Err(TryRecvError::Closed) => return Err(closed_err()),
+            Err(TryRecvError::Empty) => {}
+        }
+        let chan = &self.inner;
+        let (r, sig) = blocking(py, |check| {
+            chan.recv_many_blocking_with(max, deadline, check)
+        });
+        PyList::new(py, r.map_err(|e| recv_error(e, sig))?)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.inner.try_for_each_item(|item| visit.call(item))
+    }
+
+    fn __clear__(&self) {
+        drop(self.inner.take_all());
+    }
+}
+
+fn recv_error(e: RecvTimeoutError, sig: Option<PyErr>) -> PyErr {
+    match e {
+        RecvTimeoutError::Timeout => PyTimeoutError::new_err("receive timed out"),
+        RecvTimeoutError::Closed => closed_err(),
+        RecvTimeoutError::Interrupted => sig.expect("interrupted by a signal"),
+    }
+}
+
+/// A suspended async operation: its place in line and the future the Task
+/// waits on.
+struct Wait<Ticket> {
+    ticket: Ticket,
+    wake: Arc<FutureWake>,
+}
+
+fn new_wake(py: Python<'_>) -> PyResult<(Arc<FutureWake>, Waker)> {
+    let w = FutureWake::new(py)?;
+    Ok((w.clone(), Waker::from(w)))
+}
+
+/// Yield the future to the Task again (after a spurious resume).
+fn yield_again(py: Python<'_>, wake: &Arc<FutureWake>) -> PyResult<Option<Py<PyAny>>> {
+    let fut = wake.future().bind(py);
+    fut.setattr(pyo3::intern!(py, "_asyncio_future_blocking"), true)?;
+    Ok(Some(fut.clone().unbind()))
+}
+
+fn future_done(py: Python<'_>, wake: &Arc<FutureWake>) -> bool {
+    wake.future()
+        .bind(py)
+        .call_method0(pyo3::intern!(py, "done"))
+        .and_then(|d| d.is_truthy())
+        .unwrap_or(true)
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    One,
+    Many(usize),
+    Iter,
+}
+
+enum RecvState {
+    Init,
+    Waiting(Wait<RecvTicket<Py<PyAny>>>),
+    Done,
+}
+
+/// Awaitable returned by `Channel.recv()`, `recv_many()` and `__anext__`.
+///
+/// Cancel safety: cancelling, closing or dropping it never loses an item;
+/// an item already handed to it goes back first in line.
+#[pyclass(frozen, module = "rustasync._rustasync", name = "RecvOp")]
+pub struct RecvOp {
+    chan: Arc<Core>,
+    mode: Mode,
+    state: Mutex<RecvState>,
+}
+
+impl RecvOp {
+    fn new(chan: &Arc<Core>, mode: Mode) -> Self {
+        RecvOp {
+            chan: chan.clone(),
+            mode,
+            state: Mutex::new(RecvState::Init),
+        }
+    }
+
+    fn deliver(&self, py: Python<'_>, first: Py<PyAny>) -> PyResult<Option<Py<PyAny>>> {
+        match self.mode {
+            Mode::One | Mode::Iter => stop_iteration(py, first.into_bound(py)),
+            Mode::Many(max) => {
+                let mut out = Vec::with_capacity(max.min(self.chan.len() + 1));
+                out.push(first);
+                let _ = self.chan.try_recv_many(max - 1, &mut out);
+                stop_iteration(py, PyList::new(py, out)?.into_any())
+            }
+        }
+    }
+
+    fn closed(&self) -> PyErr {
+        match self.mode {
+            Mode::Iter => PyStopAsyncIteration::new_err(()),
+            _ => closed_err(),
+        }
+    }
+
+    fn take_state(&self) -> RecvState {
+        std::mem::replace(
+            &mut *self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            RecvState::Done,
+        )
+    }
+}
+
+#[pymethods]
+impl RecvOp {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *st {
+            RecvState::Init => {
+                match self.chan.try_recv() {
+                    Ok(v) => {
+                        *st = RecvState::Done;
+                        drop(st);
+                        return self.deliver(py, v);
+                    }
+                    Err(TryRecvError::Closed) => {
+                        *st = RecvState::Done;
+                        return Err(self.closed());
+                    }
+                    Err(TryRecvError::Empty) => {}
+                }
+                let (wake, waker) = new_wake(py)?;
+                match self.chan.recv_or_wait(&waker) {
+                    RecvStart::Item(v) => {
+                        *st = RecvState::Done;
+                        drop(st);
+                        self.deliver(py, v)
+                    }
+                    RecvStart::Closed => {
+                        *st = RecvState::Done;
+                        Err(self.closed())
+                    }
+                    RecvStart::Wait(ticket) => {
+                        let fut = wake.future().clone_ref(py);
+                        *st = RecvState::Waiting(Wait { ticket, wake });
+                        Ok(Some(fut))
+                    }
+                }
+            }
+            RecvState::Waiting(w) => match w.ticket.poll(None) {
+                RecvPoll::Ready(v) => {
+                    let old = std::mem::replace(&mut *st, RecvState::Done);
+                    drop(st);
+                    drop(old);
+                    self.deliver(py, v)
+                }
+                RecvPoll::Closed => {
+                    *st = RecvState::Done;
+                    Err(self.closed())
+                }
+                RecvPoll::Pending => {
+                    if future_done(py, &w.wake) {
+                        // Resumed without a wakeup (its future was resolved
+                        // or cancelled by someone else): wait on a new one.
+                        let (wake, waker) = new_wake(py)?;
+                        let _ = w.ticket.poll(Some(&waker));
+                        w.wake = wake;
+                    }
+                    yield_again(py, &w.wake)
+                }
+            },
+            RecvState::Done => Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "cannot reuse already awaited operation",
+            )),
+        }
+    }
+
+    /// Same as `__next__` (asyncio only ever sends None).
+    #[pyo3(signature = (_value, /))]
+    fn send(&self, py: Python<'_>, _value: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        crate::awaitable::as_send(py, self.__next__(py))
+    }
+
+    /// Give up (e.g. on cancellation), putting back any handed item, and
+    /// raise the given exception.
+    #[pyo3(signature = (typ, val = None, _tb = None, /))]
+    fn throw(
+        &self,
+        typ: Bound<'_, PyAny>,
+        val: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        drop(self.take_state());
+        Err(thrown(typ, val))
+    }
+
+    /// Give up, putting back any handed item.
+    fn close(&self) {
+        drop(self.take_state());
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(st) = self.state.try_lock() {
+            if let RecvState::Waiting(w) = &*st {
+                visit.call(w.wake.future())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        drop(self.take_state());
+    }
+}
+
+enum SendState {
+    Init(Py<PyAny>),
+    Waiting(Wait<SendTicket<Py<PyAny>>>, Py<PyAny>),
+    Done,
+}
+
+/// Awaitable returned by `Channel.send()`.
+///
+/// Cancel safety: if cancelled (or closed, or dropped) before completing,
+/// the item was not sent.
+#[pyclass(frozen, module = "rustasync._rustasync", name = "SendOp")]
+pub struct SendOp {
+    chan: Arc<Core>,
+    state: Mutex<SendState>,
+}
+
+#[pymethods]
+impl SendOp {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *st, SendState::Done) {
+            SendState::Init(item) => {
+                let item = match self.chan.try_send(item) {
+                    Ok(()) => return Ok(None),
+                    Err(TrySendError::Closed(_)) => return Err(closed_err()),
+                    Err(TrySendError::Full(item)) => item,
+                };
+                let (wake, waker) = new_wake(py)?;
+                match self.chan.send_or_wait(item, &waker) {
+                    SendStart::Sent => Ok(None),
+                    SendStart::Closed(_) => Err(closed_err()),
+                    SendStart::Wait(ticket, item) => {
+                        let fut = wake.future().clone_ref(py);
+                        *st = SendState::Waiting(Wait { ticket, wake }, item);
+                        Ok(Some(fut))
+                    }
+                }
+            }
+            SendState::Waiting(mut w, item) => match w.ticket.poll(item, None) {
+                SendPoll::Sent => Ok(None),
+                SendPoll::Closed(_) => Err(closed_err()),
+                SendPoll::Pending(item) => {
+                    let item = if future_done(py, &w.wake) {
+                        // Resumed without a wakeup: wait on a new future.
+                        let (wake, waker) = new_wake(py)?;
+                        w.wake = wake;
+                        match w.ticket.poll(item, Some(&waker)) {
+                            SendPoll::Pending(item) => item,
+                            SendPoll::Sent => return Ok(None),
+                            SendPoll::Closed(_) => return Err(closed_err()),
+                        }
+                    } else {
+                        item
+                    };
+                    let r = yield_again(py, &w.wake);
+                    *st = SendState::Waiting(w, item);
+                    r
+                }
+            },
+            SendState::Done => Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "cannot reuse already awaited operation",
+            )),
+        }
+    }
+
+    #[pyo3(signature = (_value, /))]
+    fn send(&self, py: Python<'_>, _value: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        crate::awaitable::as_send(py, self.__next__(py))
+    }
+
+    #[pyo3(signature = (typ, val = None, _tb = None, /))]
+    fn throw(
+        &self,
+        typ: Bound<'_, PyAny>,
+        val: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let old = std::mem::replace(
+            &mut *self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            SendState::Done,
+        );
+        drop(old);
+        Err(thrown(typ, val))
+    }
+
+    fn close(&self) {
+        let old = std::mem::replace(
+            &mut *self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            SendState::Done,
+        );
+        drop(old);
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(st) = self.state.try_lock() {
+            match &*st {
+                SendState::Init(item) => visit.call(item)?,
+                SendState::Waiting(w, item) => {
+                    visit.call(item)?;
+                    visit.call(w.wake.future())?;
+                }
+                SendState::Done => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        self.close();
+    }
+}
+
+struct SendManyState {
+    items: VecDeque<Py<PyAny>>,
+    wait: Option<Wait<SendTicket<Py<PyAny>>>>,
+}
+
+/// Awaitable returned by `Channel.send_many()`.
+///
+/// Cancel safety: on cancellation a prefix of the items has been sent; the
+/// rest is not.
+#[pyclass(frozen, module = "rustasync._rustasync", name = "SendManyOp")]
+pub struct SendManyOp {
+    chan: Arc<Core>,
+    state: Mutex<SendManyState>,
+}
+
+#[pymethods]
+impl SendManyOp {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = &mut *guard;
+        // Finish the send we were waiting on, if its permit came.
+        if let Some(mut w) = st.wait.take() {
+            let head = st.items.pop_front().expect("waiting on the head item");
+            match w.ticket.poll(head, None) {
+                SendPoll::Sent => {}
+                SendPoll::Closed(_) => {
+                    st.items.clear();
+                    return Err(closed_err());
+                }
+                SendPoll::Pending(head) => {
+                    st.items.push_front(head);
+                    if future_done(py, &w.wake) {
+                        let (wake, waker) = new_wake(py)?;
+                        let head = st.items.pop_front().expect("just pushed");
+                        match w.ticket.poll(head, Some(&waker)) {
+                            SendPoll::Pending(head) => st.items.push_front(head),
+                            SendPoll::Sent => {}
+                            SendPoll::Closed(_) => {
+                                st.items.clear();
+                                return Err(closed_err());
+                            }
+                        }
+                        w.wake = wake;
+                    }
+                    let r = yield_again(py, &w.wake);
+                    st.wait = Some(w);
+                    return r;
+                }
+            }
+        }
+        loop {
+            if self.chan.try_send_many(&mut st.items).is_err() {
+                st.items.clear();
+                return Err(closed_err());
+            }
+            let Some(head) = st.items.pop_front() else {
+                return Ok(None);
+            };
+            let (wake, waker) = new_wake(py)?;
+            match self.chan.send_or_wait(head, &waker) {
+                SendStart::Sent => continue,
+                SendStart::Closed(_) => {
+                    st.items.clear();
+                    return Err(closed_err());
+                }
+                SendStart::Wait(ticket, head) => {
+                    st.items.push_front(head);
+                    let fut = wake.future().clone_ref(py);
+                    st.wait = Some(Wait { ticket, wake });
+                    return Ok(Some(fut));
+                }
+            }
+        }
+    }
+
+    #[pyo3(signature = (_value, /))]
+    fn send(&self, py: Python<'_>, _value: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        crate::awaitable::as_send(py, self.__next__(py))
+    }
+
+    #[pyo3(signature = (typ, val = None, _tb = None, /))]
+    fn throw(
+        &self,
+        typ: Bound<'_, PyAny>,
+        val: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.close();
+        Err(thrown(typ, val))
+    }
+
+    fn close(&self) {
+        let (items, wait) = {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            (std::mem::take(&mut st.items), st.wait.take())
+        };
+        drop(wait);
+        drop(items);
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(st) = self.state.try_lock() {
+            for item in &st.items {
+                visit.call(item)?;
+            }
+            if let Some(w) = &st.wait {
+                visit.call(w.wake.future())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        self.close();
+    }
+}
+
+/// Register the classes and exceptions on the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyChannel>()?;
+    m.add_class::<RecvOp>()?;
+    m.add_class::<SendOp>()?;
+    m.add_class::<SendManyOp>()?;
+    m.add("ChannelClosed", m.py().get_type::<ChannelClosed>())?;
+    Ok(())
+}
