@@ -96,6 +96,36 @@ async def gather_raising(n: int) -> None:
     await gather_failing(n, False)
 
 
+async def channel_across_threads(n: int) -> None:
+    """A plain thread sends with send_blocking; the loop receives."""
+    import threading
+
+    ch = rustasync.Channel(64)
+    item = object()
+
+    def produce() -> None:
+        for _ in range(n):
+            ch.send_blocking(item)
+
+    t = threading.Thread(target=produce)
+    t.start()
+    for _ in range(n):
+        await ch.recv()
+    t.join()
+
+
+async def channel_recv_cancelled(n: int) -> None:
+    ch = rustasync.Channel()
+    for _ in range(n):
+        t = asyncio.ensure_future(ch.recv())
+        await rustasync.sleep(0)
+        t.cancel()
+        try:
+            await t
+        except asyncio.CancelledError:
+            pass
+
+
 _KEPT: list[bytes] = []
 
 
@@ -115,6 +145,8 @@ KINDS = {
     "queue get cancelled": (queue_get_cancelled, 1.0),
     "gather of 10, one failing, return_exceptions=True": (gather_returning, 0.5),
     "gather of 10, one failing, return_exceptions=False": (gather_raising, 0.5),
+    "channel send (thread) / recv (loop)": (channel_across_threads, 0.3),
+    "channel recv cancelled": (channel_recv_cancelled, 1.0),
     "control: 100 bytes kept per op": (control_leak, 1.0),
 }
 

@@ -17,7 +17,7 @@ import weakref
 from pathlib import Path
 
 import pytest
-from conftest import LOOPS
+from conftest import LOOP_KINDS
 
 import rustasync
 
@@ -34,7 +34,7 @@ def probe(scale: int, timeout: float) -> dict[str, dict[str, dict[str, float]]]:
             stderr=subprocess.PIPE,
             text=True,
         )
-        for kind in LOOPS
+        for kind in LOOP_KINDS
     }
     results = {}
     for kind, p in procs.items():

@@ -212,3 +212,27 @@ def test_process_survives_many_panics_in_a_subprocess() -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == str((200, 200, list(range(10))))
+
+
+def test_panic_inside_a_tokio_task(run) -> None:
+    """A Rust future that panics on a tokio worker (bridge.rs) raises
+    RustPanic in the awaiting task; the loop and other work go on."""
+    bridge_panic = getattr(ext, "_rust_panic", None)
+    if bridge_panic is None:
+        pytest.skip("this build has no Rust-future bridge")
+
+    async def main():
+        ch = rustasync.Channel(4)
+        others = asyncio.ensure_future(ext._rust_sleep(0.001, "other"))
+        for later in (False, True, True):
+            with pytest.raises(rustasync.RustPanic, match="tokio boom"):
+                await bridge_panic("tokio boom", later)
+        # A producer on tokio panicking midway: the items before it arrive,
+        # nothing after, and the channel keeps working.
+        with pytest.raises(rustasync.RustPanic, match="producer failed at item 3"):
+            await ext._rust_produce(ch, 10, 3)
+        got = [ch.recv_nowait() for _ in range(len(ch))]
+        ch.send_nowait("after")
+        return got, await others, ch.recv_nowait()
+
+    assert run(main()) == ([0, 1, 2], "other", "after")
