@@ -4,11 +4,13 @@ rustasync (``impl``), on the stock loop and on uvloop (``loop_kind``, ``run``)."
 from __future__ import annotations
 
 import asyncio
+import os
 import types
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 import rustasync
 
@@ -16,6 +18,11 @@ try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is a test dependency
     uvloop = None
+
+# HYPOTHESIS_PROFILE=thorough: many more examples for the property tests
+# that size themselves from it (test_cancellation.py).
+settings.register_profile("thorough", max_examples=1000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 IMPLS = {
     "asyncio": types.SimpleNamespace(name="asyncio", sleep=asyncio.sleep, gather=asyncio.gather),
