@@ -209,22 +209,64 @@ def workloads(quick: bool) -> list[dict]:
     nn = 300_000 // k
     nb = (1_000_000 // k) // 256 * 256
     return [
-        dict(name="1p1c maxsize=0", items=n1, target=3.0,
-             fn=lambda m, b: one_to_one(m, n1, 0), want=n1 * (n1 - 1) // 2),
-        dict(name="1p1c maxsize=100", items=n1, target=2.5,
-             fn=lambda m, b: one_to_one(m, n1, 100), want=n1 * (n1 - 1) // 2),
-        dict(name="1p1c maxsize=1", items=n1, target=1.2,
-             fn=lambda m, b: one_to_one(m, n1, 1), want=n1 * (n1 - 1) // 2),
-        dict(name="asyncq 5x20000, 10 consumers", items=100_000 // k, target=2.0,
-             fn=lambda m, b: asyncq(m, 5, 20_000 // k, 10), want=100_000 // k),
-        dict(name="asyncq 100x2000, 100 consumers", items=200_000 // k, target=2.0,
-             fn=lambda m, b: asyncq(m, 100, 2_000 // k, 100), want=200_000 // k),
-        dict(name="drain 1M: get_many(256) vs get()", items=nd, target=10.0,
-             fn=lambda m, b: drain(m, nd, b), want=nd, batched=True),
-        dict(name="pipeline 1M: put_many/get_many vs put/get", items=nb, target=None,
-             fn=lambda m, b: batched_pipeline(m, nb, b), want=nb, batched=True),
-        dict(name="put_nowait+get_nowait", items=nn, target=4.0,
-             fn=lambda m, b: nowait_pairs(m, nn), want=nn * (nn - 1) // 2),
+        dict(
+            name="1p1c maxsize=0",
+            items=n1,
+            target=3.0,
+            fn=lambda m, b: one_to_one(m, n1, 0),
+            want=n1 * (n1 - 1) // 2,
+        ),
+        dict(
+            name="1p1c maxsize=100",
+            items=n1,
+            target=2.5,
+            fn=lambda m, b: one_to_one(m, n1, 100),
+            want=n1 * (n1 - 1) // 2,
+        ),
+        dict(
+            name="1p1c maxsize=1",
+            items=n1,
+            target=1.2,
+            fn=lambda m, b: one_to_one(m, n1, 1),
+            want=n1 * (n1 - 1) // 2,
+        ),
+        dict(
+            name="asyncq 5x20000, 10 consumers",
+            items=100_000 // k,
+            target=2.0,
+            fn=lambda m, b: asyncq(m, 5, 20_000 // k, 10),
+            want=100_000 // k,
+        ),
+        dict(
+            name="asyncq 100x2000, 100 consumers",
+            items=200_000 // k,
+            target=2.0,
+            fn=lambda m, b: asyncq(m, 100, 2_000 // k, 100),
+            want=200_000 // k,
+        ),
+        dict(
+            name="drain 1M: get_many(256) vs get()",
+            items=nd,
+            target=10.0,
+            fn=lambda m, b: drain(m, nd, b),
+            want=nd,
+            batched=True,
+        ),
+        dict(
+            name="pipeline 1M: put_many/get_many vs put/get",
+            items=nb,
+            target=None,
+            fn=lambda m, b: batched_pipeline(m, nb, b),
+            want=nb,
+            batched=True,
+        ),
+        dict(
+            name="put_nowait+get_nowait",
+            items=nn,
+            target=4.0,
+            fn=lambda m, b: nowait_pairs(m, nn),
+            want=nn * (nn - 1) // 2,
+        ),
     ]
 
 
@@ -276,7 +318,9 @@ def run(args=None) -> list[dict]:
     if args is None or isinstance(args, list):
         args = parse_args(args)
     impls = implementations()
-    ws = workloads(args.quick)
+    if args.impls:
+        impls = {k: v for k, v in impls.items() if k in args.impls.split(",") + ["asyncio"]}
+    ws = [w for w in workloads(args.quick) if not args.only or args.only in w["name"]]
     reps = args.reps or (3 if args.quick else 7)
     validate(args.loop)
     times: dict = {(w["name"], n): [] for w in ws for n in impls}
@@ -316,8 +360,10 @@ def run(args=None) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| workload | impl | median ms | ns/item | ratio vs asyncio | target |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        "| workload | impl | median ms | ns/item | ratio vs asyncio | target |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         target = ""
         if r["target"]:
@@ -335,6 +381,8 @@ def parse_args(argv=None):
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     p.add_argument("--reps", type=int, default=0, help="repetitions (default 7, quick 3)")
+    p.add_argument("--only", default="", help="run the workloads whose name contains this")
+    p.add_argument("--impls", default="", help="comma-separated implementations (asyncio always)")
     return p.parse_args(argv)
 
 

@@ -175,7 +175,9 @@ impl PyQueue {
                 let pos = core.joiners.iter().position(|w| w.is(fut));
                 pos.map(|i| core.joiners.remove(i))
             };
-            drop(removed);
+            if let Some(r) = removed {
+                r.drop_ref(py);
+            }
             return Ok(());
         }
         fut.call_method0(intern!(py, "cancel"))?;
@@ -192,7 +194,9 @@ impl PyQueue {
             };
             (removed, recheck)
         };
-        drop(removed);
+        if let Some(r) = removed {
+            r.drop_ref(py);
+        }
         if recheck && !fut.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
             self.wake_next(py, which)?;
         }
