@@ -12,7 +12,8 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyFloat, PyInt, PyList};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyFloat, PyInt, PyList, PyTuple};
 use pyo3::{intern, PyTraverseError};
 use std::collections::VecDeque;
 
@@ -153,7 +154,7 @@ impl PyQueue {
     pub fn new_waiter(slf: &Bound<'_, Self>, which: WaitList) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let loop_ = Self::bound_loop(slf, which == WaitList::Joiners)?;
-        let fut = loop_.call_method0(intern!(py, "create_future"))?;
+        let fut = create_future(&loop_)?;
         {
             let mut core = slf.get().lock()?;
             match which {
@@ -201,6 +202,34 @@ impl PyQueue {
             self.wake_next(py, which)?;
         }
         Ok(())
+    }
+}
+
+/// `asyncio.Future`, `BaseEventLoop.create_future` and the kwnames `("loop",)`.
+static FUTURE: PyOnceLock<(Py<PyAny>, Py<PyAny>, Py<PyTuple>)> = PyOnceLock::new();
+
+/// `loop.create_future()`. For loops that inherit asyncio's own
+/// `create_future` (the stock loops), build the `asyncio.Future(loop=loop)`
+/// it would return directly, without running its Python frame.
+fn create_future<'py>(loop_: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = loop_.py();
+    let (cls, base, kw) = FUTURE.get_or_try_init(py, || -> PyResult<_> {
+        let asyncio = py.import("asyncio")?;
+        let base = asyncio
+            .getattr("BaseEventLoop")?
+            .getattr("create_future")?
+            .unbind();
+        let kw = PyTuple::new(py, ["loop"])?.unbind();
+        Ok((asyncio.getattr("Future")?.unbind(), base, kw))
+    })?;
+    let method = loop_.get_type().getattr(intern!(py, "create_future"))?;
+    if !method.is(base) {
+        return loop_.call_method0(intern!(py, "create_future"));
+    }
+    let args = [loop_.as_ptr()];
+    unsafe {
+        let r = ffi::PyObject_Vectorcall(cls.as_ptr(), args.as_ptr(), 0, kw.as_ptr());
+        Bound::from_owned_ptr_or_err(py, r)
     }
 }
 
