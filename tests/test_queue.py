@@ -86,6 +86,8 @@ def test_sizes_and_bounds(impl, arun):
         f.put_nowait(3)
         assert f.full()
         assert impl.Queue(True).maxsize is True
+        with pytest.raises(AttributeError):
+            q.maxsize = 3
 
     arun(main)
 

@@ -157,10 +157,7 @@ impl PyQueue {
         let fut = create_future(&loop_)?;
         {
             let mut core = slf.get().lock()?;
-            match which {
-                WaitList::Joiners => core.joiners.push(fut.clone().unbind()),
-                _ => core.waiters(which).push_back(fut.clone().unbind()),
-            }
+            core.waiters(which).push_back(fut.clone().unbind());
         }
         fut.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
         Ok(fut.unbind())
@@ -174,7 +171,7 @@ impl PyQueue {
             let removed = {
                 let mut core = self.lock()?;
                 let pos = core.joiners.iter().position(|w| w.is(fut));
-                pos.map(|i| core.joiners.remove(i))
+                pos.and_then(|i| core.joiners.remove(i))
             };
             if let Some(r) = removed {
                 r.drop_ref(py);
@@ -294,7 +291,8 @@ impl PyQueue {
         Self::build(Kind::Fifo, maxsize.bind(py))
     }
 
-    /// Number of items allowed in the queue (the value given, unchanged).
+    /// Number of items allowed in the queue (the value given, unchanged;
+    /// read-only). Like `asyncio.Queue.maxsize`.
     #[getter]
     fn maxsize(&self, py: Python<'_>) -> Py<PyAny> {
         self.maxsize.clone_ref(py)
@@ -306,6 +304,8 @@ impl PyQueue {
     ///
     /// Raises:
     ///     RuntimeError: the queue is in use by another thread.
+    ///
+    /// Cancel safety: not a coroutine.
     fn qsize(&self) -> PyResult<usize> {
         Ok(self.lock()?.len())
     }
@@ -316,6 +316,8 @@ impl PyQueue {
     ///
     /// Raises:
     ///     RuntimeError: the queue is in use by another thread.
+    ///
+    /// Cancel safety: not a coroutine.
     fn empty(&self) -> PyResult<bool> {
         Ok(self.lock()?.is_empty())
     }
@@ -327,6 +329,8 @@ impl PyQueue {
     ///
     /// Raises:
     ///     RuntimeError: the queue is in use by another thread.
+    ///
+    /// Cancel safety: not a coroutine.
     fn full(&self) -> PyResult<bool> {
         Ok(self.lock()?.is_full())
     }
@@ -552,11 +556,24 @@ impl PyQueue {
     ///
     /// Not in asyncio. Each step is an `await q.get()`; `task_done()` is
     /// not called for you.
+    ///
+    /// Raises:
+    ///     Nothing of its own; the loop ends on QueueShutDown.
+    ///
+    /// Cancel safety: as `get()`.
     fn __aiter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
     /// The next item (an awaitable), ending the iteration on shutdown.
+    ///
+    /// Not in asyncio; `await q.get()` except that a shut-down, empty queue
+    /// raises StopAsyncIteration instead of QueueShutDown.
+    ///
+    /// Raises:
+    ///     StopAsyncIteration: the queue is shut down and empty.
+    ///
+    /// Cancel safety: as `get()`.
     fn __anext__(slf: &Bound<'_, Self>) -> PyResult<Py<QueueOp>> {
         QueueOp::create(slf, Work::Next)
     }
