@@ -617,8 +617,9 @@ impl PyQueue {
     }
 
     fn __clear__(&self) {
+        // Take everything out under the lock, release it, then let go: a
+        // finaliser run by the drop may look at the queue.
         if let Some(mut core) = self.core.try_lock() {
-            let _ = core.shutdown(true);
             let old = std::mem::replace(&mut *core, QueueCore::new(Kind::Fifo, Limit::Unbounded));
             drop(core);
             drop(old);
