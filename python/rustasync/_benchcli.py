@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.extend(suite_rows)
         if suite_rows:
             render = getattr(mod, "table", None)
-            body = render(suite_rows) if render and suite != "core" else _tables(harness, suite_rows)
+            body = (
+                render(suite_rows) if render and suite != "core" else _tables(harness, suite_rows)
+            )
             printed.append(f"### {suite}\n\n{body}")
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     if args.json == "-":
