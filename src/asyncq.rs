@@ -6,7 +6,13 @@
 //! producer "sleeps" a random 0..=10 seconds (times `sleep_scale`). `ncon`
 //! consumers loop: sleep a random 0..=10 seconds, receive an item, record
 //! how long it sat in the channel. With `zero_sleep` every sleep becomes a
-//! bare `yield_now()`, which makes the run a measure of the machinery alone.
+//! bare yield (asyncio's `sleep(0)`), which makes the run a measure of the
+//! machinery alone. `yield_every = n` (zero sleeps only) keeps every sleep's
+//! line but yields on every n-th sleep of a task: tasks then run in bursts
+//! of up to n items. Every item is still produced once and consumed once,
+//! and the lines are the same; what changes is the interleaving (coarser)
+//! and the latencies (an item may wait behind a burst). A consumer that
+//! finds the channel empty still suspends until an item arrives.
 //! Unlike the tutorial, production ends by closing the channel, so
 //! consumers finish by draining it (no `join()` + cancel).
 //!
@@ -338,14 +344,22 @@ struct Item {
 struct Sleeps {
     zero: bool,
     scale: f64,
+    /// With `zero`: yield on every `yield_every`-th sleep only.
+    yield_every: u32,
+    /// This task's sleeps since its last yield.
+    since_yield: u32,
 }
 
 impl Sleeps {
-    async fn randsleep(self, rng: &mut Rng, voice: &Voice, out: &mut Lines) {
+    async fn randsleep(&mut self, rng: &mut Rng, voice: &Voice, out: &mut Lines) {
         let i = rng.int(0, 10);
         out.line(&voice.sleeping[i as usize]);
         if self.zero {
-            bare_yield().await;
+            self.since_yield += 1;
+            if self.since_yield >= self.yield_every {
+                self.since_yield = 0;
+                bare_yield().await;
+            }
         } else {
             // Lines show up while the task sleeps, not in chunks.
             out.flush();
@@ -359,7 +373,7 @@ async fn produce(
     mut rng: Rng,
     count: Option<u64>,
     ch: Arc<Channel<Item>>,
-    sleeps: Sleeps,
+    mut sleeps: Sleeps,
     out: Arc<Emitter>,
 ) -> u64 {
     let n = count.unwrap_or_else(|| rng.int(1, 10));
@@ -390,7 +404,7 @@ async fn consume(
     name: usize,
     mut rng: Rng,
     ch: Arc<Channel<Item>>,
-    sleeps: Sleeps,
+    mut sleeps: Sleeps,
     out: Arc<Emitter>,
 ) -> u64 {
     let voice = Voice::new(&format!("Consumer {name}"), "got element");
@@ -425,7 +439,7 @@ fn join_error(e: tokio::task::JoinError) -> PyErr {
 /// `emit` is called on the loop thread with batches of output: a
 /// `list[str]` of lines, or with `as_text=True` one `str` in which every
 /// line ends with `\n` (None: lines are only counted). See the Rust module
-/// docs for the randomness and how the run ends.
+/// docs for the randomness, how the run ends and `yield_every`.
 ///
 /// The tasks run on a dedicated single-thread tokio runtime (one thread,
 /// many tasks, as in asyncio); `shared_runtime=True` spawns them on the
@@ -435,7 +449,7 @@ fn join_error(e: tokio::task::JoinError) -> PyErr {
 /// dedicated runtime (it finishes in the background, its lines dropped); on
 /// the shared runtime the tasks are dropped at their next await point.
 #[pyfunction]
-#[pyo3(signature = (nprod = 5, ncon = 10, seed = None, zero_sleep = false, emit = None, items_per_producer = None, sleep_scale = 1.0, shared_runtime = false, as_text = false))]
+#[pyo3(signature = (nprod = 5, ncon = 10, seed = None, zero_sleep = false, emit = None, items_per_producer = None, sleep_scale = 1.0, shared_runtime = false, as_text = false, yield_every = 1))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_asyncq(
     py: Python<'_>,
@@ -448,6 +462,7 @@ pub fn run_asyncq(
     sleep_scale: f64,
     shared_runtime: bool,
     as_text: bool,
+    yield_every: u32,
 ) -> PyResult<Bound<'_, PyAny>> {
     if !(sleep_scale.is_finite() && sleep_scale >= 0.0) {
         return Err(PyValueError::new_err(
@@ -474,9 +489,14 @@ pub fn run_asyncq(
         error: Mutex::new(None),
         lines: AtomicU64::new(0),
     });
+    if yield_every == 0 {
+        return Err(PyValueError::new_err("yield_every must be at least 1"));
+    }
     let sleeps = Sleeps {
         zero: zero_sleep,
         scale: sleep_scale,
+        yield_every,
+        since_yield: 0,
     };
     let rng = move |task: u64| Rng(seed ^ task.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let sim = async move {

@@ -212,6 +212,34 @@ def test_asyncq_text_batches_match_lines(run, per):
     assert sorted(got) == sorted(added)
 
 
+def test_asyncq_yield_every_keeps_items_and_lines(run):
+    async def once(every):
+        chunks = []
+        r = await _asyncq_engine.run(
+            3,
+            4,
+            seed=5,
+            zero_sleep=True,
+            items_per_producer=500,
+            emit=chunks.append,
+            as_text=True,
+            yield_every=every,
+        )
+        return r, "".join(chunks).splitlines()
+
+    (r1, lines1), (r64, lines64) = run(once(1)), run(once(64))
+    assert r1["produced"] == r1["consumed"] == r64["produced"] == r64["consumed"] == 1500
+    assert r1["lines"] == r64["lines"] == len(lines64) == 4 * 1500 + 4
+
+    def items(ls, kind):
+        return sorted(ln.split("<")[1][:10] for ln in ls if kind in ln)
+
+    assert items(lines64, " added <") == items(lines64, " got element <")
+    assert items(lines64, " added <") == items(lines1, " added <")
+    with pytest.raises(ValueError):
+        run(_asyncq_engine.run(1, 1, zero_sleep=True, emit=print, yield_every=0))
+
+
 def test_asyncq_seed_reproduces_items(run):
     async def once():
         lines = []

@@ -29,6 +29,7 @@ async def run(
     sleep_scale: float = 1.0,
     emit: Callable[[Any], Any] | None = None,
     as_text: bool = False,
+    yield_every: int = 1,
 ) -> dict[str, Any]:
     """Run the simulation on the running loop; returns its summary.
 
@@ -36,7 +37,9 @@ async def run(
     of lines, or with ``as_text`` one ``str`` per batch in which every line
     ends with a newline (the cheaper form: no per-line objects). Default:
     write the text to stdout. ``seed`` makes counts, sleeps and items
-    reproducible; ``zero_sleep`` replaces every sleep with a bare yield.
+    reproducible; ``zero_sleep`` replaces every sleep with a bare yield, or
+    with ``yield_every=n`` yields on every n-th sleep of a task only (the
+    same lines; coarser interleaving, see docs/channel.md).
     Returns ``{"produced", "consumed", "lines", "elapsed"}``.
     """
     if emit is None:
@@ -51,6 +54,7 @@ async def run(
         items_per_producer=items_per_producer,
         sleep_scale=sleep_scale,
         as_text=as_text,
+        yield_every=yield_every,
     )
 
 
