@@ -149,6 +149,9 @@ impl Voice {
 /// Buffers output lines and hands them to Python in batches.
 struct Emitter {
     buf: Mutex<Vec<Chunk>>,
+    /// Emptied chunk buffers, handed back to the tasks: the run reuses a
+    /// few warm buffers instead of touching fresh memory for every chunk.
+    spare: Mutex<Vec<Vec<u8>>>,
     queued: AtomicBool,
     emit: Option<Py<PyAny>>,
     /// `emit` takes one `str` per batch instead of a list of lines.
@@ -194,6 +197,22 @@ impl Emitter {
             let mut err = self.error.lock().unwrap_or_else(|e| e.into_inner());
             err.get_or_insert(e);
         }
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        for mut c in chunks {
+            if spare.len() < Self::SPARE {
+                c.text.clear();
+                spare.push(c.text);
+            }
+        }
+    }
+
+    /// At most this many spare buffers are kept.
+    const SPARE: usize = 64;
+
+    /// An empty buffer for a new chunk.
+    fn buffer(&self) -> Vec<u8> {
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        spare.unwrap_or_else(|| Vec::with_capacity(Lines::CHUNK + 128))
     }
 }
 
@@ -287,15 +306,11 @@ impl Lines {
 
     fn new(out: &Arc<Emitter>) -> Self {
         Lines {
-            chunk: Self::fresh(),
+            chunk: Chunk {
+                text: out.buffer(),
+                lines: 0,
+            },
             out: out.clone(),
-        }
-    }
-
-    fn fresh() -> Chunk {
-        Chunk {
-            text: Vec::with_capacity(Self::CHUNK + 128),
-            lines: 0,
         }
     }
 
@@ -323,8 +338,11 @@ impl Lines {
 
     fn flush(&mut self) {
         if self.chunk.lines > 0 {
-            self.out
-                .add(std::mem::replace(&mut self.chunk, Self::fresh()));
+            let fresh = Chunk {
+                text: self.out.buffer(),
+                lines: 0,
+            };
+            self.out.add(std::mem::replace(&mut self.chunk, fresh));
         }
     }
 }
@@ -482,6 +500,7 @@ pub fn run_asyncq(
     });
     let emitter = Arc::new(Emitter {
         buf: Mutex::new(Vec::new()),
+        spare: Mutex::new(Vec::new()),
         queued: AtomicBool::new(false),
         emit,
         as_text,
