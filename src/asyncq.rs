@@ -366,9 +366,45 @@ struct Sleeps {
     yield_every: u32,
     /// This task's sleeps since its last yield.
     since_yield: u32,
+    /// Read the clock once per wakeup of the task (see `now`).
+    clock_per_wakeup: bool,
+    /// The time read since the task last woke up.
+    woke_at: Option<Instant>,
+}
+
+/// Await `f`, reporting whether the task suspended in it.
+async fn noting_suspend<F: std::future::Future>(f: F) -> (F::Output, bool) {
+    let mut f = std::pin::pin!(f);
+    let mut suspended = false;
+    let out = std::future::poll_fn(|cx| {
+        let r = f.as_mut().poll(cx);
+        suspended |= r.is_pending();
+        r
+    })
+    .await;
+    (out, suspended)
 }
 
 impl Sleeps {
+    /// The time for stamping and timing items. On the single-thread
+    /// runtime it is read once per wakeup of the task: a task that handles
+    /// several items in one go (`yield_every` > 1) stamps them all with the
+    /// time it woke up. Nothing else runs on the thread meanwhile, so a
+    /// latency can be off by at most the length of one such burst, and is
+    /// never negative: an item a consumer gets in a burst was sent before
+    /// the burst began. With a yield per sleep every item gets its own
+    /// readings.
+    fn now(&mut self) -> Instant {
+        if !self.clock_per_wakeup {
+            return Instant::now();
+        }
+        *self.woke_at.get_or_insert_with(Instant::now)
+    }
+
+    fn suspended(&mut self) {
+        self.woke_at = None;
+    }
+
     async fn randsleep(&mut self, rng: &mut Rng, voice: &Voice, out: &mut Lines) {
         let i = rng.int(0, 10);
         out.line(&voice.sleeping[i as usize]);
@@ -377,11 +413,13 @@ impl Sleeps {
             if self.since_yield >= self.yield_every {
                 self.since_yield = 0;
                 bare_yield().await;
+                self.suspended();
             }
         } else {
             // Lines show up while the task sleeps, not in chunks.
             out.flush();
             tokio::time::sleep(Duration::from_secs_f64(i as f64 * self.scale)).await;
+            self.suspended();
         }
     }
 }
@@ -400,14 +438,12 @@ async fn produce(
     for _ in 0..n {
         sleeps.randsleep(&mut rng, &voice, &mut out).await;
         let value = rng.item();
-        if ch
-            .send(Item {
-                value,
-                made: Instant::now(),
-            })
-            .await
-            .is_err()
-        {
+        let made = sleeps.now();
+        let (sent, waited) = noting_suspend(ch.send(Item { value, made })).await;
+        if waited {
+            sleeps.suspended();
+        }
+        if sent.is_err() {
             break;
         }
         let l = out.start(&voice.head);
@@ -430,10 +466,14 @@ async fn consume(
     let mut got = 0;
     loop {
         sleeps.randsleep(&mut rng, &voice, &mut out).await;
-        let Ok(item) = ch.recv().await else {
+        let (item, waited) = noting_suspend(ch.recv()).await;
+        if waited {
+            sleeps.suspended();
+        }
+        let Ok(item) = item else {
             return got;
         };
-        let dt = item.made.elapsed();
+        let dt = sleeps.now().saturating_duration_since(item.made);
         let l = out.start(&voice.head);
         l.extend_from_slice(&item.value.0);
         l.extend_from_slice(b"> in ");
@@ -516,6 +556,8 @@ pub fn run_asyncq(
         scale: sleep_scale,
         yield_every,
         since_yield: 0,
+        clock_per_wakeup: !shared_runtime,
+        woke_at: None,
     };
     let rng = move |task: u64| Rng(seed ^ task.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let sim = async move {
