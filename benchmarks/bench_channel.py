@@ -4,7 +4,9 @@
 
 Workloads (every result is validated before its time counts):
   a  asyncq shape, zero sleeps, 5 producers x 20,000 items, 10 consumers:
-     the Rust engine vs the tutorial's script on stock asyncio.
+     the Rust engine vs the tutorial's script on stock asyncio, both
+     writing into an io.StringIO. The engine runs twice: with a yield per
+     sleep (the tutorial's sleep(0)) and with yield_every=64 (bursts).
   b  one Python thread sends 1,000,000 ints to one asyncio consumer:
      Channel (recv_many) vs janus, culsans, aiologic.
   c  ping-pong between a thread and an asyncio task, round trips/s.
