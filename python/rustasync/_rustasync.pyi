@@ -165,10 +165,12 @@ async def run_asyncq(
     ncon: int = 10,
     seed: int | None = None,
     zero_sleep: bool = False,
-    emit: Callable[[list[str]], Any] | None = None,
+    emit: Callable[[list[str]], Any] | Callable[[str], Any] | None = None,
     items_per_producer: int | None = None,
     sleep_scale: float = 1.0,
     shared_runtime: bool = False,
+    as_text: bool = False,
+    yield_every: int = 1,
 ) -> dict[str, Any]: ...
 
 # Demo Rust futures, for tests and benchmarks.
