@@ -4,7 +4,9 @@
 
 Workloads (every result is validated before its time counts):
   a  asyncq shape, zero sleeps, 5 producers x 20,000 items, 10 consumers:
-     the Rust engine vs the tutorial's script on stock asyncio.
+     the Rust engine vs the tutorial's script on stock asyncio, both
+     writing into an io.StringIO. The engine runs twice: with a yield per
+     sleep (the tutorial's sleep(0)) and with yield_every=64 (bursts).
   b  one Python thread sends 1,000,000 ints to one asyncio consumer:
      Channel (recv_many) vs janus, culsans, aiologic.
   c  ping-pong between a thread and an asyncio task, round trips/s.
@@ -25,10 +27,12 @@ import io
 import itertools as it
 import os
 import random
+import re
 import statistics
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import rustasync
@@ -84,14 +88,17 @@ def _python_asyncq(nprod: int, ncon: int, per: int, sink) -> int:
     return got
 
 
-def _rust_asyncq(nprod: int, ncon: int, per: int, sink) -> int:
-    def emit(lines: list[str]) -> None:
-        sink.write("\n".join(lines))
-        sink.write("\n")
-
+def _rust_asyncq(nprod: int, ncon: int, per: int, sink, yield_every: int = 1) -> int:
     async def main() -> dict:
         return await _ra.run_asyncq(
-            nprod, ncon, seed=444, zero_sleep=True, emit=emit, items_per_producer=per
+            nprod,
+            ncon,
+            seed=444,
+            zero_sleep=True,
+            emit=sink.write,
+            as_text=True,
+            items_per_producer=per,
+            yield_every=yield_every,
         )
 
     r = asyncio.run(main())
@@ -99,13 +106,36 @@ def _rust_asyncq(nprod: int, ncon: int, per: int, sink) -> int:
     return r["consumed"]
 
 
+_ASYNCQ_ITEM = re.compile(r" (added|got element) <([0-9a-f]{10})>")
+
+
+def _check_asyncq(text: str, nprod: int, ncon: int, per: int) -> None:
+    """Every item produced once and consumed once; the tutorial's line counts."""
+    total = nprod * per
+    added: Counter[str] = Counter()
+    got: Counter[str] = Counter()
+    for kind, item in _ASYNCQ_ITEM.findall(text):
+        (added if kind == "added" else got)[item] += 1
+    assert added.total() == got.total() == total, (added.total(), got.total())
+    assert added == got
+    # A sleep before each item made and each item taken, plus each
+    # consumer's last sleep before it found the queue done.
+    assert text.count(" sleeping for ") == 2 * total + ncon
+    assert text.count("\n") == 4 * total + ncon
+
+
 def bench_asyncq(reps: int, quick: bool) -> list[dict]:
     nprod, ncon, per = 5, 10, (2_000 if quick else 20_000)
     total = nprod * per
+    burst = 64
     variants: dict[str, Callable[[], float]] = {}
     for name, fn in (
         ("python asyncio.Queue script", _python_asyncq),
-        ("rust engine", _rust_asyncq),
+        ("rust engine (yield per sleep)", _rust_asyncq),
+        (
+            f"rust engine (yield every {burst} sleeps)",
+            lambda *a: _rust_asyncq(*a, yield_every=burst),
+        ),
     ):
 
         def once(fn=fn) -> float:
@@ -113,10 +143,8 @@ def bench_asyncq(reps: int, quick: bool) -> list[dict]:
             t0 = time.perf_counter()
             got = fn(nprod, ncon, per, sink)
             dt = time.perf_counter() - t0
-            text = sink.getvalue()
             assert got == total, (got, total)
-            assert text.count(" got element <") == total
-            assert text.count(" added <") == total
+            _check_asyncq(sink.getvalue(), nprod, ncon, per)
             return dt
 
         variants[name] = once

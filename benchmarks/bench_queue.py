@@ -99,15 +99,22 @@ async def one_to_one(make, n, maxsize):
     return time.perf_counter() - t0, total
 
 
-async def asyncq(make, nprod, per, ncons):
-    """The shape of the asyncio tutorial's asyncq.py, with no sleeps."""
+async def asyncq(make, nprod, per, ncons, pregen=False):
+    """The shape of the asyncio tutorial's asyncq.py, with no sleeps. With
+    `pregen` the items are made before timing, which leaves the queue's
+    share of the work (os.urandom(5).hex() alone is a syscall per item)."""
     q = make(0)
     if not full_api(q):
         return None
     seen = [0]
+    made = [[os.urandom(5).hex() for _ in range(per)] for _ in range(nprod)] if pregen else None
 
-    async def produce():
+    async def produce(i):
         put = q.put
+        if made is not None:
+            for item in made[i]:
+                await put(item)
+            return
         for _ in range(per):
             await put(os.urandom(5).hex())
 
@@ -120,7 +127,7 @@ async def asyncq(make, nprod, per, ncons):
 
     t0 = time.perf_counter()
     consumers = [asyncio.create_task(consume()) for _ in range(ncons)]
-    await asyncio.gather(*(produce() for _ in range(nprod)))
+    await asyncio.gather(*(produce(i) for i in range(nprod)))
     await q.join()
     for c in consumers:
         c.cancel()
@@ -245,6 +252,20 @@ def workloads(quick: bool) -> list[dict]:
             want=200_000 // k,
         ),
         dict(
+            name="asyncq 5x20000, 10 consumers, items made before timing",
+            items=100_000 // k,
+            target=None,
+            fn=lambda m, b: asyncq(m, 5, 20_000 // k, 10, pregen=True),
+            want=100_000 // k,
+        ),
+        dict(
+            name="asyncq 100x2000, 100 consumers, items made before timing",
+            items=200_000 // k,
+            target=None,
+            fn=lambda m, b: asyncq(m, 100, 2_000 // k, 100, pregen=True),
+            want=200_000 // k,
+        ),
+        dict(
             name="drain 1M: get_many(256) vs get()",
             items=nd,
             target=10.0,
@@ -318,7 +339,9 @@ def run(args=None) -> list[dict]:
     if args is None or isinstance(args, list):
         args = parse_args(args)
     impls = implementations()
-    ws = workloads(args.quick)
+    if args.impls:
+        impls = {k: v for k, v in impls.items() if k in args.impls.split(",") + ["asyncio"]}
+    ws = [w for w in workloads(args.quick) if not args.only or args.only in w["name"]]
     reps = args.reps or (3 if args.quick else 7)
     validate(args.loop)
     times: dict = {(w["name"], n): [] for w in ws for n in impls}
@@ -379,6 +402,8 @@ def parse_args(argv=None):
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     p.add_argument("--reps", type=int, default=0, help="repetitions (default 7, quick 3)")
+    p.add_argument("--only", default="", help="run the workloads whose name contains this")
+    p.add_argument("--impls", default="", help="comma-separated implementations (asyncio always)")
     return p.parse_args(argv)
 
 

@@ -3,6 +3,14 @@
 #
 #   python asyncq.py -p 2 -c 5                    # Queue, sleep and gather from rustasync
 #   python asyncq.py -p 2 -c 5 --backend asyncio  # the tutorial's original, to compare
+#   python asyncq.py -p 2 -c 5 --engine rust      # the whole simulation as tokio tasks
+#
+# --engine rust runs the same producers and consumers in Rust (tokio tasks over
+# rustasync's channel engine) and prints the same kinds of lines, sent back to
+# Python in batches. Its randomness comes from its own seeded generators
+# (--seed, default 444), not from `random` and `os.urandom`, so the item values
+# and the interleaving differ from the Python version; --zero-sleep replaces
+# every sleep with a bare yield (the machinery alone, as a ceiling benchmark).
 #
 # asyncio still creates the tasks and runs the loop; `aio` provides the
 # primitives being compared.
@@ -62,7 +70,18 @@ if __name__ == "__main__":
     parser.add_argument("-p", "--nprod", type=int, default=5)
     parser.add_argument("-c", "--ncon", type=int, default=10)
     parser.add_argument("--backend", choices=("asyncio", "rustasync"), default="rustasync")
+    parser.add_argument("--engine", choices=("python", "rust"), default="python")
+    parser.add_argument("--seed", type=int, default=444, help="seed of the rust engine")
+    parser.add_argument("--zero-sleep", action="store_true", help="rust engine: no sleeps")
     ns = parser.parse_args()
+    if ns.engine == "rust":
+        from rustasync import _asyncq_engine
+
+        start = time.perf_counter()
+        asyncio.run(_asyncq_engine.run(ns.nprod, ns.ncon, seed=ns.seed, zero_sleep=ns.zero_sleep))
+        elapsed = time.perf_counter() - start
+        print(f"Program completed in {elapsed:0.5f} seconds.")
+        raise SystemExit(0)
     if ns.backend == "asyncio":
         import asyncio as aio
     else:

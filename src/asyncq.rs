@@ -6,14 +6,24 @@
 //! producer "sleeps" a random 0..=10 seconds (times `sleep_scale`). `ncon`
 //! consumers loop: sleep a random 0..=10 seconds, receive an item, record
 //! how long it sat in the channel. With `zero_sleep` every sleep becomes a
-//! bare `yield_now()`, which makes the run a measure of the machinery alone.
+//! bare yield (asyncio's `sleep(0)`), which makes the run a measure of the
+//! machinery alone. `yield_every = n` (zero sleeps only) keeps every sleep's
+//! line but yields on every n-th sleep of a task: tasks then run in bursts
+//! of up to n items. Every item is still produced once and consumed once,
+//! and the lines are the same; what changes is the interleaving (coarser)
+//! and the latencies (an item may wait behind a burst). A consumer that
+//! finds the channel empty still suspends until an item arrives.
 //! Unlike the tutorial, production ends by closing the channel, so
 //! consumers finish by draining it (no `join()` + cancel).
 //!
-//! Output lines are the tutorial's. They are buffered and handed to the
-//! Python `emit(lines)` callable in batches, on the loop thread, through the
-//! loop's wakeup batcher: one call per burst, not per line. All lines are
-//! emitted before the awaitable completes.
+//! Output lines are the tutorial's, byte for byte. Each task writes them as
+//! ASCII into its own buffer (fixed parts formatted once per task, numbers
+//! by hand, no per-line allocation) and hands full 16 KiB chunks to the
+//! emitter, which passes them to the Python `emit` callable in batches, on
+//! the loop thread, through the loop's wakeup batcher: one call per burst,
+//! not per line. `emit` gets a list of lines, or with `as_text` one `str`
+//! per batch (no per-line Python objects). All lines are emitted before the
+//! awaitable completes.
 //!
 //! # Randomness
 //! Each task draws from its own SplitMix64 generator seeded with
@@ -65,25 +75,87 @@ impl Rng {
 #[derive(Clone, Copy)]
 struct Hex10([u8; 10]);
 
-impl std::fmt::Display for Hex10 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(std::str::from_utf8(&self.0).expect("hex digits are ASCII"))
-    }
+/// Output lines written back to back, each ending in `\n`. Everything
+/// written is ASCII (names, digits, hex), so the bytes are valid UTF-8 and
+/// map one to one onto a Python `str` of the same length.
+struct Chunk {
+    text: Vec<u8>,
+    lines: u64,
 }
 
-/// Lines formatted back to back into one buffer, with their end offsets:
-/// two allocations per chunk instead of one per line.
-#[derive(Default)]
-struct Chunk {
-    text: String,
-    ends: Vec<usize>,
+/// Append `n` in decimal.
+fn put_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Append `d` in seconds with five decimals, as Python's
+/// `f"{d.total_seconds():0.5f}"` prints it.
+///
+/// The value is rounded from whole nanoseconds to units of 10 µs. A
+/// remainder other than exactly 5,000 ns is unambiguous: the `f64` the
+/// tutorial formats lies within a tiny fraction of a nanosecond of the exact
+/// value, so it rounds the same way. An exact half goes through the float
+/// formatter, which rounds the `f64` itself.
+fn put_secs5(out: &mut Vec<u8>, d: Duration) {
+    // u64 nanoseconds cover 584 years; longer waits take the float path.
+    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let (mut units, rem) = (ns / 10_000, ns % 10_000);
+    if rem == 5_000 || ns == u64::MAX {
+        use std::io::Write;
+        let _ = write!(out, "{:.5}", d.as_secs_f64());
+        return;
+    }
+    if rem > 5_000 {
+        units += 1;
+    }
+    put_u64(out, units / 100_000);
+    let mut f = units % 100_000;
+    let mut digits = [b'.', 0, 0, 0, 0, 0];
+    for d in digits[1..].iter_mut().rev() {
+        *d = b'0' + (f % 10) as u8;
+        f /= 10;
+    }
+    out.extend_from_slice(&digits);
+}
+
+/// A task's fixed text, formatted once: its eleven possible "sleeping"
+/// lines and the start of its item line up to the item.
+struct Voice {
+    sleeping: Vec<Vec<u8>>,
+    head: Vec<u8>,
+}
+
+impl Voice {
+    fn new(who: &str, head: &str) -> Self {
+        Voice {
+            sleeping: (0..=10)
+                .map(|i| format!("{who} sleeping for {i} seconds.\n").into_bytes())
+                .collect(),
+            head: format!("{who} {head} <").into_bytes(),
+        }
+    }
 }
 
 /// Buffers output lines and hands them to Python in batches.
 struct Emitter {
     buf: Mutex<Vec<Chunk>>,
+    /// Emptied chunk buffers, handed back to the tasks: the run reuses a
+    /// few warm buffers instead of touching fresh memory for every chunk.
+    spare: Mutex<Vec<Vec<u8>>>,
     queued: AtomicBool,
     emit: Option<Py<PyAny>>,
+    /// `emit` takes one `str` per batch instead of a list of lines.
+    as_text: bool,
     waker: Arc<LoopWaker>,
     error: Mutex<Option<PyErr>>,
     lines: AtomicU64,
@@ -91,8 +163,7 @@ struct Emitter {
 
 impl Emitter {
     fn add(self: &Arc<Self>, chunk: Chunk) {
-        self.lines
-            .fetch_add(chunk.ends.len() as u64, Ordering::Relaxed);
+        self.lines.fetch_add(chunk.lines, Ordering::Relaxed);
         if self.emit.is_none() {
             return;
         }
@@ -112,17 +183,58 @@ impl Emitter {
         if chunks.is_empty() {
             return;
         }
-        let lines = chunks.iter().flat_map(|c| {
-            let starts = std::iter::once(0).chain(c.ends.iter().copied());
-            starts
-                .zip(c.ends.iter().copied())
-                .map(|(a, b)| &c.text[a..b])
-        });
-        let r = PyList::new(py, lines).and_then(|l| emit.bind(py).call1((l,)));
+        let r = if self.as_text {
+            ascii_str(py, &chunks).and_then(|t| emit.bind(py).call1((t,)))
+        } else {
+            let lines = chunks.iter().flat_map(|c| {
+                let text = &c.text[..c.text.len().saturating_sub(1)];
+                text.split(|&b| b == b'\n')
+                    .map(|l| std::str::from_utf8(l).expect("output lines are ASCII"))
+            });
+            PyList::new(py, lines).and_then(|l| emit.bind(py).call1((l,)))
+        };
         if let Err(e) = r {
             let mut err = self.error.lock().unwrap_or_else(|e| e.into_inner());
             err.get_or_insert(e);
         }
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        for mut c in chunks {
+            if spare.len() < Self::SPARE {
+                c.text.clear();
+                spare.push(c.text);
+            }
+        }
+    }
+
+    /// At most this many spare buffers are kept.
+    const SPARE: usize = 64;
+
+    /// An empty buffer for a new chunk.
+    fn buffer(&self) -> Vec<u8> {
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        spare.unwrap_or_else(|| Vec::with_capacity(Lines::CHUNK + 128))
+    }
+}
+
+/// One Python `str` holding every chunk's text, copied once.
+fn ascii_str<'py>(py: Python<'py>, chunks: &[Chunk]) -> PyResult<Bound<'py, PyAny>> {
+    use pyo3::ffi;
+    let len: usize = chunks.iter().map(|c| c.text.len()).sum();
+    let size = ffi::Py_ssize_t::try_from(len)
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("output batch too large"))?;
+    // SAFETY: PyUnicode_New(size, 127) makes a compact ASCII string with
+    // room for `size` one-byte characters, which we fill completely before
+    // anyone else sees it. Every byte is ASCII (see `Chunk`).
+    unsafe {
+        let obj = ffi::PyUnicode_New(size, 127);
+        let obj = Bound::from_owned_ptr_or_err(py, obj)?;
+        let mut dst = ffi::PyUnicode_1BYTE_DATA(obj.as_ptr());
+        for c in chunks {
+            debug_assert!(c.text.is_ascii());
+            std::ptr::copy_nonoverlapping(c.text.as_ptr(), dst, c.text.len());
+            dst = dst.add(c.text.len());
+        }
+        Ok(obj)
     }
 }
 
@@ -188,35 +300,49 @@ struct Lines {
 }
 
 impl Lines {
-    const CHUNK: usize = 64;
+    /// Bytes per chunk: a few hundred lines, so a batch costs the loop
+    /// thread one call per few hundred lines.
+    const CHUNK: usize = 16 * 1024;
 
     fn new(out: &Arc<Emitter>) -> Self {
         Lines {
-            chunk: Self::fresh(),
+            chunk: Chunk {
+                text: out.buffer(),
+                lines: 0,
+            },
             out: out.clone(),
         }
     }
 
-    fn fresh() -> Chunk {
-        Chunk {
-            text: String::with_capacity(Self::CHUNK * 48),
-            ends: Vec::with_capacity(Self::CHUNK),
-        }
+    /// A whole line, newline included.
+    fn line(&mut self, text: &[u8]) {
+        self.chunk.text.extend_from_slice(text);
+        self.end_line();
     }
 
-    fn push(&mut self, line: std::fmt::Arguments<'_>) {
-        use std::fmt::Write;
-        let _ = self.chunk.text.write_fmt(line);
-        self.chunk.ends.push(self.chunk.text.len());
-        if self.chunk.ends.len() >= Self::CHUNK {
+    /// Start a line with `head`; the caller writes the rest, up to and
+    /// including its newline, then calls `end_line`.
+    fn start(&mut self, head: &[u8]) -> &mut Vec<u8> {
+        let t = &mut self.chunk.text;
+        t.reserve(head.len() + 64);
+        t.extend_from_slice(head);
+        t
+    }
+
+    fn end_line(&mut self) {
+        self.chunk.lines += 1;
+        if self.chunk.text.len() >= Self::CHUNK {
             self.flush();
         }
     }
 
     fn flush(&mut self) {
-        if !self.chunk.ends.is_empty() {
-            self.out
-                .add(std::mem::replace(&mut self.chunk, Self::fresh()));
+        if self.chunk.lines > 0 {
+            let fresh = Chunk {
+                text: self.out.buffer(),
+                lines: 0,
+            };
+            self.out.add(std::mem::replace(&mut self.chunk, fresh));
         }
     }
 }
@@ -236,18 +362,64 @@ struct Item {
 struct Sleeps {
     zero: bool,
     scale: f64,
+    /// With `zero`: yield on every `yield_every`-th sleep only.
+    yield_every: u32,
+    /// This task's sleeps since its last yield.
+    since_yield: u32,
+    /// Read the clock once per wakeup of the task (see `now`).
+    clock_per_wakeup: bool,
+    /// The time read since the task last woke up.
+    woke_at: Option<Instant>,
+}
+
+/// Await `f`, reporting whether the task suspended in it.
+async fn noting_suspend<F: std::future::Future>(f: F) -> (F::Output, bool) {
+    let mut f = std::pin::pin!(f);
+    let mut suspended = false;
+    let out = std::future::poll_fn(|cx| {
+        let r = f.as_mut().poll(cx);
+        suspended |= r.is_pending();
+        r
+    })
+    .await;
+    (out, suspended)
 }
 
 impl Sleeps {
-    async fn randsleep(self, rng: &mut Rng, who: &str, out: &mut Lines) {
+    /// The time for stamping and timing items. On the single-thread
+    /// runtime it is read once per wakeup of the task: a task that handles
+    /// several items in one go (`yield_every` > 1) stamps them all with the
+    /// time it woke up. Nothing else runs on the thread meanwhile, so a
+    /// latency can be off by at most the length of one such burst, and is
+    /// never negative: an item a consumer gets in a burst was sent before
+    /// the burst began. With a yield per sleep every item gets its own
+    /// readings.
+    fn now(&mut self) -> Instant {
+        if !self.clock_per_wakeup {
+            return Instant::now();
+        }
+        *self.woke_at.get_or_insert_with(Instant::now)
+    }
+
+    fn suspended(&mut self) {
+        self.woke_at = None;
+    }
+
+    async fn randsleep(&mut self, rng: &mut Rng, voice: &Voice, out: &mut Lines) {
         let i = rng.int(0, 10);
-        out.push(format_args!("{who} sleeping for {i} seconds."));
+        out.line(&voice.sleeping[i as usize]);
         if self.zero {
-            bare_yield().await;
+            self.since_yield += 1;
+            if self.since_yield >= self.yield_every {
+                self.since_yield = 0;
+                bare_yield().await;
+                self.suspended();
+            }
         } else {
             // Lines show up while the task sleeps, not in chunks.
             out.flush();
             tokio::time::sleep(Duration::from_secs_f64(i as f64 * self.scale)).await;
+            self.suspended();
         }
     }
 }
@@ -257,26 +429,27 @@ async fn produce(
     mut rng: Rng,
     count: Option<u64>,
     ch: Arc<Channel<Item>>,
-    sleeps: Sleeps,
+    mut sleeps: Sleeps,
     out: Arc<Emitter>,
 ) -> u64 {
     let n = count.unwrap_or_else(|| rng.int(1, 10));
-    let who = format!("Producer {name}");
+    let voice = Voice::new(&format!("Producer {name}"), "added");
     let mut out = Lines::new(&out);
     for _ in 0..n {
-        sleeps.randsleep(&mut rng, &who, &mut out).await;
+        sleeps.randsleep(&mut rng, &voice, &mut out).await;
         let value = rng.item();
-        if ch
-            .send(Item {
-                value,
-                made: Instant::now(),
-            })
-            .await
-            .is_err()
-        {
+        let made = sleeps.now();
+        let (sent, waited) = noting_suspend(ch.send(Item { value, made })).await;
+        if waited {
+            sleeps.suspended();
+        }
+        if sent.is_err() {
             break;
         }
-        out.push(format_args!("{who} added <{value}> to queue."));
+        let l = out.start(&voice.head);
+        l.extend_from_slice(&value.0);
+        l.extend_from_slice(b"> to queue.\n");
+        out.end_line();
     }
     n
 }
@@ -285,22 +458,28 @@ async fn consume(
     name: usize,
     mut rng: Rng,
     ch: Arc<Channel<Item>>,
-    sleeps: Sleeps,
+    mut sleeps: Sleeps,
     out: Arc<Emitter>,
 ) -> u64 {
-    let who = format!("Consumer {name}");
+    let voice = Voice::new(&format!("Consumer {name}"), "got element");
     let mut out = Lines::new(&out);
     let mut got = 0;
     loop {
-        sleeps.randsleep(&mut rng, &who, &mut out).await;
-        let Ok(item) = ch.recv().await else {
+        sleeps.randsleep(&mut rng, &voice, &mut out).await;
+        let (item, waited) = noting_suspend(ch.recv()).await;
+        if waited {
+            sleeps.suspended();
+        }
+        let Ok(item) = item else {
             return got;
         };
-        let dt = item.made.elapsed().as_secs_f64();
-        let value = item.value;
-        out.push(format_args!(
-            "{who} got element <{value}> in {dt:0.5} seconds."
-        ));
+        let dt = sleeps.now().saturating_duration_since(item.made);
+        let l = out.start(&voice.head);
+        l.extend_from_slice(&item.value.0);
+        l.extend_from_slice(b"> in ");
+        put_secs5(l, dt);
+        l.extend_from_slice(b" seconds.\n");
+        out.end_line();
         got += 1;
     }
 }
@@ -315,9 +494,10 @@ fn join_error(e: tokio::task::JoinError) -> PyErr {
 /// Run the asyncq simulation on tokio (awaitable resolving to a dict with
 /// `produced`, `consumed`, `lines`, `elapsed`).
 ///
-/// `emit(lines: list[str])` is called on the loop thread with batches of
-/// output lines (None: lines are only counted). See the Rust module docs
-/// for the randomness and how the run ends.
+/// `emit` is called on the loop thread with batches of output: a
+/// `list[str]` of lines, or with `as_text=True` one `str` in which every
+/// line ends with `\n` (None: lines are only counted). See the Rust module
+/// docs for the randomness, how the run ends and `yield_every`.
 ///
 /// The tasks run on a dedicated single-thread tokio runtime (one thread,
 /// many tasks, as in asyncio); `shared_runtime=True` spawns them on the
@@ -327,7 +507,7 @@ fn join_error(e: tokio::task::JoinError) -> PyErr {
 /// dedicated runtime (it finishes in the background, its lines dropped); on
 /// the shared runtime the tasks are dropped at their next await point.
 #[pyfunction]
-#[pyo3(signature = (nprod = 5, ncon = 10, seed = None, zero_sleep = false, emit = None, items_per_producer = None, sleep_scale = 1.0, shared_runtime = false))]
+#[pyo3(signature = (nprod = 5, ncon = 10, seed = None, zero_sleep = false, emit = None, items_per_producer = None, sleep_scale = 1.0, shared_runtime = false, as_text = false, yield_every = 1))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_asyncq(
     py: Python<'_>,
@@ -339,6 +519,8 @@ pub fn run_asyncq(
     items_per_producer: Option<u64>,
     sleep_scale: f64,
     shared_runtime: bool,
+    as_text: bool,
+    yield_every: u32,
 ) -> PyResult<Bound<'_, PyAny>> {
     if !(sleep_scale.is_finite() && sleep_scale >= 0.0) {
         return Err(PyValueError::new_err(
@@ -358,15 +540,24 @@ pub fn run_asyncq(
     });
     let emitter = Arc::new(Emitter {
         buf: Mutex::new(Vec::new()),
+        spare: Mutex::new(Vec::new()),
         queued: AtomicBool::new(false),
         emit,
+        as_text,
         waker: current_loop_waker(py)?,
         error: Mutex::new(None),
         lines: AtomicU64::new(0),
     });
+    if yield_every == 0 {
+        return Err(PyValueError::new_err("yield_every must be at least 1"));
+    }
     let sleeps = Sleeps {
         zero: zero_sleep,
         scale: sleep_scale,
+        yield_every,
+        since_yield: 0,
+        clock_per_wakeup: !shared_runtime,
+        woke_at: None,
     };
     let rng = move |task: u64| Rng(seed ^ task.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let sim = async move {
@@ -447,4 +638,55 @@ pub fn run_asyncq(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run_asyncq, m)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs5(d: Duration) -> String {
+        let mut v = Vec::new();
+        put_secs5(&mut v, d);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn latency_matches_float_formatting() {
+        let mut rng = Rng(1);
+        let edges = [
+            0,
+            1,
+            4_999,
+            5_000,
+            5_001,
+            9_999,
+            10_000,
+            15_000,
+            25_000,
+            995_000,
+            999_995_000,
+            999_999_999,
+            1_000_000_000,
+            12_345_675_000,
+            99_999_995_000,
+        ];
+        let random = (0..200_000).map(|i| match i % 3 {
+            0 => rng.int(0, 100_000),
+            1 => rng.int(0, 10_000_000_000),
+            _ => rng.int(0, 2_000) * 5_000,
+        });
+        for ns in edges.into_iter().chain(random) {
+            let d = Duration::from_nanos(ns);
+            assert_eq!(secs5(d), format!("{:.5}", d.as_secs_f64()), "{ns} ns");
+        }
+    }
+
+    #[test]
+    fn decimal() {
+        for n in [0, 7, 10, 99, 12_345, u64::MAX] {
+            let mut v = Vec::new();
+            put_u64(&mut v, n);
+            assert_eq!(v, n.to_string().into_bytes());
+        }
+    }
 }

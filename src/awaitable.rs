@@ -111,7 +111,27 @@ unsafe extern "C" fn am_send<T: Stepper>(
     _arg: *mut ffi::PyObject,
     result: *mut *mut ffi::PyObject,
 ) -> ffi::PySendResult {
-    let py = Python::assume_attached();
+    // `attach` (not `assume_attached`): the thread is attached already, so
+    // this only marks it for PyO3, which then frees objects dropped during
+    // the step at once instead of deferring them to its pool.
+    let attached =
+        std::panic::catch_unwind(|| Python::attach(|py| am_send_attached::<T>(py, iter, result)));
+    attached.unwrap_or_else(|_| {
+        *result = std::ptr::null_mut();
+        ffi::PyErr_SetString(
+            ffi::PyExc_SystemError,
+            c"rustasync: could not attach to the interpreter".as_ptr(),
+        );
+        ffi::PySendResult::PYGEN_ERROR
+    })
+}
+
+#[cfg(all(not(Py_LIMITED_API), not(Py_3_12)))]
+unsafe fn am_send_attached<T: Stepper>(
+    py: Python<'_>,
+    iter: *mut ffi::PyObject,
+    result: *mut *mut ffi::PyObject,
+) -> ffi::PySendResult {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let obj = pyo3::Borrowed::from_ptr(py, iter).cast_unchecked::<T>();
         T::step(&obj)

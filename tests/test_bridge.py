@@ -3,6 +3,7 @@
 import asyncio
 import contextvars
 import gc
+import re
 import threading
 import time
 
@@ -172,6 +173,71 @@ def test_asyncq_engine_lines_and_counts(run):
         ln.split("<")[1][:10] for ln in added
     )
     assert all(ln.endswith(" seconds.") for ln in got)
+
+
+ASYNCQ_LINE = re.compile(
+    r"(Producer|Consumer) \d+ sleeping for (\d|10) seconds\."
+    r"|Producer \d+ added <[0-9a-f]{10}> to queue\."
+    r"|Consumer \d+ got element <[0-9a-f]{10}> in \d+\.\d{5} seconds\."
+)
+
+
+@pytest.mark.parametrize("per", [None, 300])
+def test_asyncq_text_batches_match_lines(run, per):
+    """as_text: one str per batch, every line newline-terminated, the same
+    lines (as a multiset) as the list form, in the tutorial's format."""
+
+    async def once(as_text):
+        out = []
+        emit = out.append if as_text else out.extend
+        r = await _asyncq_engine.run(
+            3, 4, seed=11, zero_sleep=True, items_per_producer=per, emit=emit, as_text=as_text
+        )
+        return r, out
+
+    r_text, chunks = run(once(True))
+    r_list, lines = run(once(False))
+    assert all(isinstance(c, str) and c.endswith("\n") for c in chunks)
+    text_lines = "".join(chunks).splitlines()
+    assert len(text_lines) == r_text["lines"] == r_list["lines"] == len(lines)
+    assert all(ASYNCQ_LINE.fullmatch(ln) for ln in text_lines)
+
+    def masked(ls):  # latencies differ from run to run
+        return sorted(re.sub(r"in \d+\.\d{5} seconds", "in T seconds", ln) for ln in ls)
+
+    assert masked(text_lines) == masked(lines)
+    added = [ln.split("<")[1][:10] for ln in text_lines if " added <" in ln]
+    got = [ln.split("<")[1][:10] for ln in text_lines if " got element <" in ln]
+    assert len(set(added)) == len(added) == r_text["produced"]
+    assert sorted(got) == sorted(added)
+
+
+def test_asyncq_yield_every_keeps_items_and_lines(run):
+    async def once(every):
+        chunks = []
+        r = await _asyncq_engine.run(
+            3,
+            4,
+            seed=5,
+            zero_sleep=True,
+            items_per_producer=500,
+            emit=chunks.append,
+            as_text=True,
+            yield_every=every,
+        )
+        return r, "".join(chunks).splitlines()
+
+    (r1, lines1), (r64, lines64) = run(once(1)), run(once(64))
+    assert r1["produced"] == r1["consumed"] == r64["produced"] == r64["consumed"] == 1500
+    assert r1["lines"] == r64["lines"] == len(lines64) == 4 * 1500 + 4
+
+    def items(ls, kind):
+        return sorted(ln.split("<")[1][:10] for ln in ls if kind in ln)
+
+    assert items(lines64, " added <") == items(lines64, " got element <")
+    assert items(lines64, " added <") == items(lines1, " added <")
+    with pytest.raises(ValueError):
+        run(_asyncq_engine.run(1, 1, zero_sleep=True, emit=print, yield_every=0))
 
 
 def test_asyncq_seed_reproduces_items(run):

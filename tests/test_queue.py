@@ -87,6 +87,8 @@ def test_sizes_and_bounds(impl, arun):
         f.put_nowait(3)
         assert f.full()
         assert impl.Queue(True).maxsize is True
+        with pytest.raises(AttributeError):
+            q.maxsize = 3
 
     arun(main)
 
@@ -912,3 +914,33 @@ def test_rust_gc_collects_cycles():
     del q
     gc.collect()
     assert ref() is None
+
+
+def test_rust_second_thread_gets_runtime_error_not_deadlock():
+    import threading
+
+    q = rustasync.PriorityQueue()
+    inside, release = threading.Event(), threading.Event()
+    seen = []
+
+    class Slow:
+        def __lt__(self, other):
+            inside.set()  # the queue is locked while this comparison runs
+            release.wait(5)  # drops the GIL so the other thread can run
+            return False
+
+    def other():
+        inside.wait(5)
+        try:
+            q.qsize()
+        except RuntimeError as e:
+            seen.append(str(e))
+        release.set()
+
+    t = threading.Thread(target=other)
+    t.start()
+    q.put_nowait(Slow())
+    q.put_nowait(Slow())
+    t.join(5)
+    assert seen and "busy" in seen[0]
+    assert q.qsize() == 2

@@ -27,19 +27,23 @@ async def run(
     zero_sleep: bool = False,
     items_per_producer: int | None = None,
     sleep_scale: float = 1.0,
-    emit: Callable[[list[str]], Any] | None = None,
+    emit: Callable[[Any], Any] | None = None,
+    as_text: bool = False,
+    yield_every: int = 1,
 ) -> dict[str, Any]:
     """Run the simulation on the running loop; returns its summary.
 
-    ``emit(lines)`` receives the output lines in batches, on this loop's
-    thread (default: print them). ``seed`` makes counts, sleeps and items
-    reproducible; ``zero_sleep`` replaces every sleep with a bare yield.
+    ``emit`` receives the output in batches, on this loop's thread: a list
+    of lines, or with ``as_text`` one ``str`` per batch in which every line
+    ends with a newline (the cheaper form: no per-line objects). Default:
+    write the text to stdout. ``seed`` makes counts, sleeps and items
+    reproducible; ``zero_sleep`` replaces every sleep with a bare yield, or
+    with ``yield_every=n`` yields on every n-th sleep of a task only (the
+    same lines; coarser interleaving, see docs/channel.md).
     Returns ``{"produced", "consumed", "lines", "elapsed"}``.
     """
     if emit is None:
-
-        def emit(lines: list[str]) -> None:
-            sys.stdout.write("\n".join(lines) + "\n")
+        emit, as_text = sys.stdout.write, True
 
     return await _run_asyncq(
         nprod,
@@ -49,6 +53,8 @@ async def run(
         emit=emit,
         items_per_producer=items_per_producer,
         sleep_scale=sleep_scale,
+        as_text=as_text,
+        yield_every=yield_every,
     )
 
 

@@ -55,26 +55,32 @@ def _rows(results: list[Any]) -> list[dict[str, Any]]:
     return [r.as_dict() if hasattr(r, "as_dict") else dict(r) for r in results]
 
 
-def _run_suite(mod: Any, args: argparse.Namespace) -> list[Any]:
-    """Run one suite; suites with their own options get them translated."""
+def _suite_argv(suite: str, loop: str, args: argparse.Namespace) -> list[str]:
+    """Translate the common options into a suite's own command line."""
+    argv = ["--reps", str(args.rounds)] + (["--quick"] if args.quick else [])
+    if suite == "queue":
+        argv += ["--loop", loop]
+    elif loop == "uvloop":
+        argv.append("--uvloop")
+    return argv
+
+
+def _run_suite(suite: str, mod: Any, args: argparse.Namespace) -> list[Any]:
+    """Run one suite on every requested loop."""
     if not hasattr(mod, "parse_args"):
         return list(mod.run(args))
+    import asyncio
+
     out: list[Any] = []
     for loop in args.loops:
-        argv = ["--reps", str(args.rounds)] + (["--quick"] if args.quick else [])
-        if loop == "uvloop":
-            argv.append("--uvloop")
-            import asyncio
-
+        if loop == "uvloop" and suite != "queue":
             import uvloop
 
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         try:
-            for row in mod.run(mod.parse_args(argv)):
+            for row in mod.run(mod.parse_args(_suite_argv(suite, loop, args))):
                 out.append({**row, "loop": loop})
         finally:
-            import asyncio
-
             asyncio.set_event_loop_policy(None)
     return out
 
@@ -108,20 +114,28 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(bdir))
     harness = importlib.import_module("harness")
     rows: list[dict[str, Any]] = []
+    printed: list[str] = []
     for suite in args.only:
         try:
             mod = importlib.import_module(f"bench_{suite}")
         except ImportError as e:
             print(f"skipping {suite}: {e}", file=sys.stderr)
             continue
-        rows.extend(_rows(_run_suite(mod, args)))
+        suite_rows = _rows(_run_suite(suite, mod, args))
+        rows.extend(suite_rows)
+        if suite_rows:
+            render = getattr(mod, "table", None)
+            body = (
+                render(suite_rows) if render and suite != "core" else _tables(harness, suite_rows)
+            )
+            printed.append(f"### {suite}\n\n{body}")
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     if args.json == "-":
         json.dump({"machine": machine, "results": rows}, sys.stdout, indent=2)
         print()
     else:
         print(f"Machine: {machine}\n")
-        print(_tables(harness, rows))
+        print("\n\n".join(printed))
         if args.json:
             Path(args.json).write_text(json.dumps({"machine": machine, "results": rows}, indent=2))
     return 0

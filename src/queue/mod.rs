@@ -92,6 +92,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pyqueue::PyQueue>()?;
     m.add_class::<pyqueue::PyLifoQueue>()?;
     m.add_class::<pyqueue::PyPriorityQueue>()?;
+    m.add_class::<op::QueueOp>()?;
     crate::awaitable::patch_am_send::<op::QueueOp>(py);
     crate::awaitable::patch_am_await_self::<op::QueueOp>(py);
     let exc = QueueExceptions::get(py)?;

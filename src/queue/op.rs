@@ -71,7 +71,12 @@ struct OpState {
 /// A pending queue operation (`get`, `put`, `join`, ...); await it.
 ///
 /// Coroutine-like: supports `send`, `throw`, `close` and `__await__`.
-#[pyclass(frozen, module = "rustasync._rustasync", name = "QueueOp")]
+#[pyclass(
+    frozen,
+    freelist = 64,
+    module = "rustasync._rustasync",
+    name = "QueueOp"
+)]
 pub struct QueueOp {
     queue: Py<PyQueue>,
     state: TryLock<OpState>,
@@ -107,21 +112,28 @@ impl QueueOp {
             }
             Phase::Start => {}
             Phase::Waiting(fut) => {
-                let f = fut.bind(py);
-                if !is_done(f)? {
-                    // Driven before its future is done: yield it again, as
-                    // `Future.__await__` would.
-                    f.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
-                    st.phase = Phase::Waiting(fut.clone_ref(py));
-                    return Ok(Step::Yield(fut));
-                }
+                // Bound, not Py: this runs from the am_send slot, outside
+                // PyO3's attach bookkeeping, where dropping a Py would be
+                // deferred to a pool instead of decref'd now.
+                let f = fut.into_bound(py);
                 let which = st.work.list();
-                if let Err(e) = f.call_method0(intern!(py, "result")) {
-                    queue.get().abandon(py, which, f)?;
-                    return Err(e);
+                match f.call_method0(intern!(py, "result")) {
+                    Ok(_) => {}
+                    Err(e) if !is_done(&f)? => {
+                        // Driven before its future is done: yield it again,
+                        // as `Future.__await__` would.
+                        drop(e);
+                        f.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
+                        st.phase = Phase::Waiting(f.clone().unbind());
+                        return Ok(Step::Yield(f.unbind()));
+                    }
+                    Err(e) => {
+                        queue.get().abandon(py, which, &f)?;
+                        return Err(e);
+                    }
                 }
                 if which == WaitList::Joiners {
-                    queue.get().abandon(py, which, f)?;
+                    queue.get().abandon(py, which, &f)?;
                     return Ok(Step::Return(py.None()));
                 }
             }
@@ -226,7 +238,7 @@ fn try_put(
             Ok(Some(py.None()))
         }
         Err((item, e)) => {
-            drop(item);
+            item.drop_ref(py);
             Err(raise(py, e))
         }
     }
@@ -264,8 +276,10 @@ fn try_put_many(
     };
     q.wake_n(py, WaitList::Getters, wake)?;
     if let Some((item, e)) = failed {
-        drop(item);
-        items.clear();
+        item.drop_ref(py);
+        for x in items.drain(..) {
+            x.drop_ref(py);
+        }
         return Err(raise(py, e));
     }
     Ok(items.is_empty().then(|| py.None()))

@@ -12,7 +12,8 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyFloat, PyInt, PyList};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyFloat, PyInt, PyList, PyTuple};
 use pyo3::{intern, PyTraverseError};
 use std::collections::VecDeque;
 
@@ -153,13 +154,10 @@ impl PyQueue {
     pub fn new_waiter(slf: &Bound<'_, Self>, which: WaitList) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let loop_ = Self::bound_loop(slf, which == WaitList::Joiners)?;
-        let fut = loop_.call_method0(intern!(py, "create_future"))?;
+        let fut = create_future(&loop_)?;
         {
             let mut core = slf.get().lock()?;
-            match which {
-                WaitList::Joiners => core.joiners.push(fut.clone().unbind()),
-                _ => core.waiters(which).push_back(fut.clone().unbind()),
-            }
+            core.waiters(which).push_back(fut.clone().unbind());
         }
         fut.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
         Ok(fut.unbind())
@@ -173,9 +171,11 @@ impl PyQueue {
             let removed = {
                 let mut core = self.lock()?;
                 let pos = core.joiners.iter().position(|w| w.is(fut));
-                pos.map(|i| core.joiners.remove(i))
+                pos.and_then(|i| core.joiners.remove(i))
             };
-            drop(removed);
+            if let Some(r) = removed {
+                r.drop_ref(py);
+            }
             return Ok(());
         }
         fut.call_method0(intern!(py, "cancel"))?;
@@ -192,11 +192,41 @@ impl PyQueue {
             };
             (removed, recheck)
         };
-        drop(removed);
+        if let Some(r) = removed {
+            r.drop_ref(py);
+        }
         if recheck && !fut.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
             self.wake_next(py, which)?;
         }
         Ok(())
+    }
+}
+
+/// `asyncio.Future`, `BaseEventLoop.create_future` and the kwnames `("loop",)`.
+static FUTURE: PyOnceLock<(Py<PyAny>, Py<PyAny>, Py<PyTuple>)> = PyOnceLock::new();
+
+/// `loop.create_future()`. For loops that inherit asyncio's own
+/// `create_future` (the stock loops), build the `asyncio.Future(loop=loop)`
+/// it would return directly, without running its Python frame.
+fn create_future<'py>(loop_: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = loop_.py();
+    let (cls, base, kw) = FUTURE.get_or_try_init(py, || -> PyResult<_> {
+        let asyncio = py.import("asyncio")?;
+        let base = asyncio
+            .getattr("BaseEventLoop")?
+            .getattr("create_future")?
+            .unbind();
+        let kw = PyTuple::new(py, ["loop"])?.unbind();
+        Ok((asyncio.getattr("Future")?.unbind(), base, kw))
+    })?;
+    let method = loop_.get_type().getattr(intern!(py, "create_future"))?;
+    if !method.is(base) {
+        return loop_.call_method0(intern!(py, "create_future"));
+    }
+    let args = [loop_.as_ptr()];
+    unsafe {
+        let r = ffi::PyObject_Vectorcall(cls.as_ptr(), args.as_ptr(), 0, kw.as_ptr());
+        Bound::from_owned_ptr_or_err(py, r)
     }
 }
 
@@ -261,7 +291,8 @@ impl PyQueue {
         Self::build(Kind::Fifo, maxsize.bind(py))
     }
 
-    /// Number of items allowed in the queue (the value given, unchanged).
+    /// Number of items allowed in the queue (the value given, unchanged;
+    /// read-only). Like `asyncio.Queue.maxsize`.
     #[getter]
     fn maxsize(&self, py: Python<'_>) -> Py<PyAny> {
         self.maxsize.clone_ref(py)
@@ -273,6 +304,8 @@ impl PyQueue {
     ///
     /// Raises:
     ///     RuntimeError: the queue is in use by another thread.
+    ///
+    /// Cancel safety: not a coroutine.
     fn qsize(&self) -> PyResult<usize> {
         Ok(self.lock()?.len())
     }
@@ -283,6 +316,8 @@ impl PyQueue {
     ///
     /// Raises:
     ///     RuntimeError: the queue is in use by another thread.
+    ///
+    /// Cancel safety: not a coroutine.
     fn empty(&self) -> PyResult<bool> {
         Ok(self.lock()?.is_empty())
     }
@@ -294,6 +329,8 @@ impl PyQueue {
     ///
     /// Raises:
     ///     RuntimeError: the queue is in use by another thread.
+    ///
+    /// Cancel safety: not a coroutine.
     fn full(&self) -> PyResult<bool> {
         Ok(self.lock()?.is_full())
     }
@@ -519,11 +556,24 @@ impl PyQueue {
     ///
     /// Not in asyncio. Each step is an `await q.get()`; `task_done()` is
     /// not called for you.
+    ///
+    /// Raises:
+    ///     Nothing of its own; the loop ends on QueueShutDown.
+    ///
+    /// Cancel safety: as `get()`.
     fn __aiter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
     /// The next item (an awaitable), ending the iteration on shutdown.
+    ///
+    /// Not in asyncio; `await q.get()` except that a shut-down, empty queue
+    /// raises StopAsyncIteration instead of QueueShutDown.
+    ///
+    /// Raises:
+    ///     StopAsyncIteration: the queue is shut down and empty.
+    ///
+    /// Cancel safety: as `get()`.
     fn __anext__(slf: &Bound<'_, Self>) -> PyResult<Py<QueueOp>> {
         QueueOp::create(slf, Work::Next)
     }
@@ -567,8 +617,9 @@ impl PyQueue {
     }
 
     fn __clear__(&self) {
+        // Take everything out under the lock, release it, then let go: a
+        // finaliser run by the drop may look at the queue.
         if let Some(mut core) = self.core.try_lock() {
-            let _ = core.shutdown(true);
             let old = std::mem::replace(&mut *core, QueueCore::new(Kind::Fifo, Limit::Unbounded));
             drop(core);
             drop(old);

@@ -87,7 +87,7 @@ pub struct QueueCore<T, W> {
     pub shutdown: bool,
     pub getters: VecDeque<W>,
     pub putters: VecDeque<W>,
-    pub joiners: Vec<W>,
+    pub joiners: VecDeque<W>,
     /// The loop the getters and putters were created on (asyncio's
     /// `Queue._loop`), and the one `join()` waited on (its `Event._loop`).
     pub loop_: Option<W>,
@@ -108,7 +108,7 @@ impl<T, W> QueueCore<T, W> {
             shutdown: false,
             getters: VecDeque::new(),
             putters: VecDeque::new(),
-            joiners: Vec::new(),
+            joiners: VecDeque::new(),
             loop_: None,
             join_loop: None,
         }
@@ -141,7 +141,7 @@ impl<T, W> QueueCore<T, W> {
         match which {
             WaitList::Getters => &mut self.getters,
             WaitList::Putters => &mut self.putters,
-            WaitList::Joiners => unreachable!("joiners are not a deque"),
+            WaitList::Joiners => &mut self.joiners,
         }
     }
 
@@ -233,7 +233,7 @@ impl<T, W> QueueCore<T, W> {
 
     /// `task_done()` `n` times, all or nothing. Returns the join waiters to
     /// wake, or `None` when `n` is more than the unfinished count.
-    pub fn task_done(&mut self, n: usize) -> Option<Vec<W>> {
+    pub fn task_done(&mut self, n: usize) -> Option<VecDeque<W>> {
         if n > self.unfinished {
             return None;
         }
@@ -241,7 +241,7 @@ impl<T, W> QueueCore<T, W> {
         Some(if self.unfinished == 0 {
             std::mem::take(&mut self.joiners)
         } else {
-            Vec::new()
+            VecDeque::new()
         })
     }
 
@@ -252,7 +252,7 @@ impl<T, W> QueueCore<T, W> {
         self.shutdown = true;
         let mut out = Shutdown {
             dropped: Vec::new(),
-            joiners: Vec::new(),
+            joiners: VecDeque::new(),
             getters: std::mem::take(&mut self.getters),
             putters: std::mem::take(&mut self.putters),
         };
@@ -272,7 +272,7 @@ impl<T, W> QueueCore<T, W> {
 
 pub struct Shutdown<T, W> {
     pub dropped: Vec<T>,
-    pub joiners: Vec<W>,
+    pub joiners: VecDeque<W>,
     pub getters: VecDeque<W>,
     pub putters: VecDeque<W>,
 }
@@ -322,10 +322,10 @@ mod tests {
         let mut q: QueueCore<i32, u8> = QueueCore::new(Kind::Fifo, Limit::Unbounded);
         q.put_nowait(1, lt).unwrap();
         q.put_nowait(2, lt).unwrap();
-        q.joiners.push(7);
+        q.joiners.push_back(7);
         let out = q.shutdown(true);
         assert_eq!(out.dropped, vec![1, 2]);
-        assert_eq!(out.joiners, vec![7]);
+        assert_eq!(out.joiners, [7]);
         assert_eq!(q.unfinished, 0);
         assert_eq!(q.get_nowait(lt), Err(QueueError::ShutDown));
         assert_eq!(q.put_nowait(3, lt), Err((3, QueueError::ShutDown)));
