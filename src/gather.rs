@@ -758,7 +758,10 @@ fn check_future_loops(
 /// A child cancelled from outside makes it raise `CancelledError` (or returns
 /// one in place with `return_exceptions=True`).
 #[pyfunction]
-#[pyo3(signature = (*aws, return_exceptions=None))]
+#[pyo3(
+    signature = (*aws, return_exceptions=None),
+    text_signature = "(*aws, return_exceptions=False)"
+)]
 pub fn gather<'py>(
     py: Python<'py>,
     aws: &Bound<'py, PyTuple>,
