@@ -17,6 +17,7 @@ import sys
 import textwrap
 
 import pytest
+from _tally import TALLY
 
 import rustasync
 from rustasync import _rustasync as ext
@@ -25,6 +26,10 @@ pytestmark = pytest.mark.skipif(
     not getattr(ext, "_test_hooks", False),
     reason="built without the test-hooks feature (make dev / make install enable it)",
 )
+
+
+def injected(n: int) -> None:
+    TALLY["faults injected"] += n
 
 
 def test_rust_panic_is_a_base_exception() -> None:
@@ -39,6 +44,7 @@ def test_panic_in_function_call() -> None:
     with pytest.raises(rustasync.RustPanic, match="boom 2"):
         ext._panic_now("boom 2")
     assert rustasync.Queue().qsize() == 0
+    injected(2)
 
 
 def test_panic_in_method_call() -> None:
@@ -47,6 +53,7 @@ def test_panic_in_method_call() -> None:
         with pytest.raises(rustasync.RustPanic, match="inside a method"):
             hook.method()
     assert hook.calls == 3
+    injected(3)
 
 
 def test_panic_in_loop_callback_goes_to_the_exception_handler(run) -> None:
@@ -73,6 +80,7 @@ def test_panic_in_loop_callback_goes_to_the_exception_handler(run) -> None:
     assert hook.calls == 6
     assert len(seen) == 6
     assert all(isinstance(ctx["exception"], rustasync.RustPanic) for ctx in seen)
+    injected(6)
 
 
 @pytest.mark.parametrize("steps", [0, 1, 3])
@@ -90,6 +98,7 @@ def test_panic_in_awaitable_step_fails_only_its_task(run, steps) -> None:
         return await rustasync.gather(*bystanders)
 
     assert run(main()) == list(range(5))
+    injected(1)
 
 
 def test_panic_in_direct_next_and_send() -> None:
@@ -99,6 +108,7 @@ def test_panic_in_direct_next_and_send() -> None:
     assert next(iter(aw)) is None
     with pytest.raises(rustasync.RustPanic):
         next(iter(aw))
+    injected(2)
 
 
 @pytest.mark.parametrize("return_exceptions", [False, True])
@@ -124,6 +134,7 @@ def test_panicking_child_of_gather(run, return_exceptions) -> None:
         return await asyncio.gather(*others)
 
     assert run(main()) == [0, 1, 2]
+    injected(1)
 
 
 def test_panic_inside_taskgroup_child(run) -> None:
@@ -145,6 +156,7 @@ def test_panic_inside_taskgroup_child(run) -> None:
         return await rustasync.sleep(0, "loop alive")
 
     assert run(main()) == "loop alive"
+    injected(1)
 
 
 def test_panic_inside_traverse_does_not_abort() -> None:
@@ -175,6 +187,7 @@ def test_panic_inside_traverse_does_not_abort() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "collected"
     assert "panic inside __traverse__" in out.stderr
+    injected(out.stderr.count("panic inside __traverse__"))
 
 
 def test_process_survives_many_panics_in_a_subprocess() -> None:
@@ -212,6 +225,7 @@ def test_process_survives_many_panics_in_a_subprocess() -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == str((200, 200, list(range(10))))
+    injected(400)
 
 
 def test_panic_inside_a_tokio_task(run) -> None:
@@ -236,3 +250,4 @@ def test_panic_inside_a_tokio_task(run) -> None:
         return got, await others, ch.recv_nowait()
 
     assert run(main()) == ([0, 1, 2], "other", "after")
+    injected(4)
