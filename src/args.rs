@@ -19,6 +19,11 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 ///
 /// Raises TypeError naming `name` for anything that is not an integer.
 pub fn index(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
+    index_exact(obj, name).map(|n| n.unwrap_or_else(|neg| if neg { i64::MIN } else { i64::MAX }))
+}
+
+/// Like [`index`], but an int beyond the `i64` range is `Err(negative)`.
+pub fn index_exact(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Result<i64, bool>> {
     let py = obj.py();
     // SAFETY: PyNumber_Index returns a new reference, or NULL with an
     // exception set.
@@ -32,9 +37,8 @@ pub fn index(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
         })?;
     let int = int.cast_into::<PyInt>()?;
     match int.extract::<i64>() {
-        Ok(n) => Ok(n),
-        Err(_) if int.lt(0)? => Ok(i64::MIN),
-        Err(_) => Ok(i64::MAX),
+        Ok(n) => Ok(Ok(n)),
+        Err(_) => Ok(Err(int.lt(0)?)),
     }
 }
 

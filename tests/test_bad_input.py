@@ -410,6 +410,7 @@ for _bad in ("1", 1.0, None):
 for _bad in (5, None, 1.5):
     rust_only(f"put_many({_bad!r})", TypeError, "items")(lambda q, b=_bad: q.put_many(b))
 
+
 def _rust_only_params():
     for name, fn, exc, arg in RUST_ONLY:
         key = name.replace(repr(HUGE), "HUGE").replace(str(HUGE), "HUGE")
@@ -648,23 +649,10 @@ for _meth in ("send_many", "send_many_blocking"):
             )
         )
 
-CHANNEL_XFAIL = {
-    "timeout=": "a timeout of the wrong type gets PyO3's f64 TypeError ('must be real number, "
-    "not str'), which does not name 'timeout' (src/channel.rs: Option<f64> timeouts)",
-    "items": "send_many/send_many_blocking: a non-iterable raises \"'int' object is not "
-    "iterable\" without naming 'items' (src/channel.rs)",
-}
-
 
 def _channel_params():
     for name, fn, exc, arg in CHANNEL_CASES:
-        reason = None
-        if "timeout=" in name and exc is TypeError:
-            reason = CHANNEL_XFAIL["timeout="]
-        if arg == "items":
-            reason = CHANNEL_XFAIL["items"]
-        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-        yield pytest.param(fn, exc, arg, id=name, marks=marks)
+        yield pytest.param(fn, exc, arg, id=name)
 
 
 @pytest.mark.parametrize("fn, exc, arg", list(_channel_params()))
@@ -681,12 +669,6 @@ def test_channel_error_names_the_argument(fn, exc, arg) -> None:
     assert channel_state(ch) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Channel(maxsize) and recv_many(max_items) with an int beyond 64 bits raise "
-    "'TypeError: ... must be an int, not int' (src/channel.rs: parse of maxsize and "
-    "parse_max_items); asyncio.Queue treats a huge maxsize as a bound never reached",
-)
 @pytest.mark.parametrize("what", ["maxsize", "-maxsize", "max_items"])
 def test_channel_huge_ints(what) -> None:
     tried()
