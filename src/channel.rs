@@ -13,10 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyStopAsyncIteration, PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyOverflowError, PyStopAsyncIteration, PyTimeoutError, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyTuple, PyType};
+use pyo3::types::{PyDict, PyInt, PyList, PyTuple, PyType};
 use pyo3::{ffi, PyTraverseError, PyVisit};
 
 use crate::core::{
@@ -88,36 +90,55 @@ pub(crate) fn thrown(typ: Bound<'_, PyAny>, val: Option<Bound<'_, PyAny>>) -> Py
     }
 }
 
-fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Instant>> {
-    match timeout {
-        None => Ok(None),
-        Some(t) if t.is_nan() || t < 0.0 => Err(PyValueError::new_err(
+/// A `timeout` argument: None (wait forever) or a non-negative real number
+/// of seconds. An int too large for a float waits forever, as a huge float
+/// does.
+fn parse_timeout(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Instant>> {
+    let Some(t) = timeout else {
+        return Ok(None);
+    };
+    let py = t.py();
+    let t: f64 = match t.extract() {
+        Ok(t) => t,
+        Err(e) if e.is_instance_of::<PyOverflowError>(py) && t.is_instance_of::<PyInt>() => {
+            if t.lt(0)? {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            }
+        }
+        Err(e) if e.is_instance_of::<PyTypeError>(py) => {
+            return Err(PyTypeError::new_err(format!(
+                "timeout must be a number or None, not {}",
+                t.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            )))
+        }
+        Err(e) => return Err(e),
+    };
+    if t.is_nan() || t < 0.0 {
+        return Err(PyValueError::new_err(
             "timeout must be a non-negative number or None",
-        )),
-        Some(t) => Ok(Some(
-            Instant::now() + Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX / 4),
-        )),
+        ));
     }
+    Ok(Some(
+        Instant::now() + Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX / 4),
+    ))
 }
 
+/// A `max_items` argument: an integer >= 1 (not a bool). An int too large
+/// for a `usize` reads as `usize::MAX`: take what is there.
 fn parse_max_items(max_items: &Bound<'_, PyAny>) -> PyResult<usize> {
     if max_items.is_instance_of::<pyo3::types::PyBool>() {
         return Err(PyTypeError::new_err("max_items must be an int, not bool"));
     }
-    let n: i64 = max_items.extract().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "max_items must be an int, not {}",
-            max_items
-                .get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
-        ))
-    })?;
+    let n = crate::args::index(max_items, "max_items")?;
     if n < 1 {
         return Err(PyValueError::new_err("max_items must be at least 1"));
     }
-    Ok(n as usize)
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 /// True on the interpreter's main thread, the only one that runs signal
@@ -170,7 +191,8 @@ fn blocking<R: Send>(
 ///
 /// Channel(maxsize=0)
 ///
-/// `maxsize <= 0` (or None) means unbounded, as for `asyncio.Queue`.
+/// `maxsize <= 0` (or None) means unbounded, as for `asyncio.Queue`; so does
+/// a `maxsize` too large for 64 bits, a bound that could never be reached.
 /// Like `asyncio.Queue`, but thread-safe, closable (`close()`; receivers
 /// drain what is left, then get `ChannelClosed`, and `async for` ends), with
 /// batch operations (`send_many`, `recv_many`) and blocking methods for
@@ -206,16 +228,25 @@ impl PyChannel {
                 if m.is_instance_of::<pyo3::types::PyBool>() {
                     return Err(PyTypeError::new_err("maxsize must be an int, not bool"));
                 }
-                let n: i64 = m.extract().map_err(|_| {
-                    PyTypeError::new_err(format!(
-                        "maxsize must be an int or None, not {}",
-                        m.get_type()
-                            .name()
-                            .map(|n| n.to_string())
-                            .unwrap_or_default()
-                    ))
+                let n = crate::args::index_exact(m, "maxsize").map_err(|e| {
+                    if e.is_instance_of::<PyTypeError>(m.py()) {
+                        PyTypeError::new_err(format!(
+                            "maxsize must be an int or None, not {}",
+                            m.get_type()
+                                .name()
+                                .map(|n| n.to_string())
+                                .unwrap_or_default()
+                        ))
+                    } else {
+                        e
+                    }
                 })?;
-                (n > 0).then_some(n as usize)
+                // As asyncio.Queue: <= 0 is unbounded, and so is a bound too
+                // large for 64 bits, which could never be reached.
+                match n {
+                    Ok(n) if n > 0 => usize::try_from(n).ok(),
+                    _ => None,
+                }
             }
         };
         Ok(PyChannel {
@@ -351,8 +382,7 @@ impl PyChannel {
     /// Cancel safety: on cancellation, a prefix of `items` has been sent
     /// (check `stats()["sent"]`), the rest is not sent.
     fn send_many(&self, items: &Bound<'_, PyAny>) -> PyResult<SendManyOp> {
-        let items: VecDeque<Py<PyAny>> = items
-            .try_iter()?
+        let items: VecDeque<Py<PyAny>> = crate::args::iterate(items, "items")?
             .map(|i| i.map(Bound::unbind))
             .collect::<PyResult<_>>()?;
         Ok(SendManyOp {
@@ -405,12 +435,18 @@ impl PyChannel {
     ///
     /// Raises:
     ///     TimeoutError: not sent within `timeout` seconds.
+    ///     TypeError: timeout is not a number or None.
     ///     ValueError: negative timeout.
     ///     ChannelClosed: the channel is or gets closed.
     ///
     /// Do not call it on an event loop's thread: it blocks the loop.
     #[pyo3(signature = (item, timeout = None))]
-    fn send_blocking(&self, py: Python<'_>, item: Py<PyAny>, timeout: Option<f64>) -> PyResult<()> {
+    fn send_blocking(
+        &self,
+        py: Python<'_>,
+        item: Py<PyAny>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let deadline = parse_timeout(timeout)?;
         let item = match self.inner.try_send(item) {
             Ok(()) => return Ok(()),
@@ -438,11 +474,10 @@ impl PyChannel {
         &self,
         py: Python<'_>,
         items: &Bound<'_, PyAny>,
-        timeout: Option<f64>,
+        timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let deadline = parse_timeout(timeout)?;
-        let mut items: VecDeque<Py<PyAny>> = items
-            .try_iter()?
+        let mut items: VecDeque<Py<PyAny>> = crate::args::iterate(items, "items")?
             .map(|i| i.map(Bound::unbind))
             .collect::<PyResult<_>>()?;
         match self.inner.try_send_many(&mut items) {
@@ -468,10 +503,15 @@ impl PyChannel {
     ///
     /// Raises:
     ///     TimeoutError: nothing arrived within `timeout` seconds.
+    ///     TypeError: timeout is not a number or None.
     ///     ValueError: negative timeout.
     ///     ChannelClosed: closed and drained.
     #[pyo3(signature = (timeout = None))]
-    fn recv_blocking(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+    fn recv_blocking(
+        &self,
+        py: Python<'_>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         let deadline = parse_timeout(timeout)?;
         match self.inner.try_recv() {
             Ok(v) => return Ok(v),
@@ -488,13 +528,14 @@ impl PyChannel {
     ///
     /// Raises:
     ///     TimeoutError, ChannelClosed: as `recv_blocking`.
+    ///     TypeError: max_items is not an int, or timeout not a number.
     ///     ValueError: `max_items < 1` or negative timeout.
     #[pyo3(signature = (max_items, timeout = None))]
     fn recv_many_blocking<'py>(
         &self,
         py: Python<'py>,
         max_items: &Bound<'py, PyAny>,
-        timeout: Option<f64>,
+        timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let max = parse_max_items(max_items)?;
         let deadline = parse_timeout(timeout)?;

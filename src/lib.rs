@@ -5,6 +5,7 @@
 
 use pyo3::prelude::*;
 
+pub mod args;
 pub mod asyncq;
 pub mod awaitable;
 pub mod bridge;

@@ -410,36 +410,11 @@ for _bad in ("1", 1.0, None):
 for _bad in (5, None, 1.5):
     rust_only(f"put_many({_bad!r})", TypeError, "items")(lambda q, b=_bad: q.put_many(b))
 
-# Known failures, in src/queue/pyqueue.rs (see the reasons).
-XFAIL = {
-    "get_many(-HUGE)": "get_many takes max_items as i64: a huge int raises OverflowError "
-    "without naming the argument (src/queue/pyqueue.rs, get_many)",
-    "task_done(-HUGE)": "task_done takes n as i64: a huge int raises OverflowError without "
-    "naming the argument (src/queue/pyqueue.rs, task_done)",
-    "task_done(HUGE)": "task_done takes n as i64: a huge int raises OverflowError instead of "
-    "'task_done() called too many times' (src/queue/pyqueue.rs, task_done)",
-    "int type": "an argument of the wrong type gets PyO3's TypeError ('str' object cannot be "
-    "interpreted as an integer), which does not name the argument (src/queue/pyqueue.rs: "
-    "get_many, get_nowait_many, task_done take i64)",
-    "put_many": "put_many's TypeError for a non-iterable does not name 'items' "
-    "(src/queue/pyqueue.rs, put_many: items.try_iter()?)",
-}
-
 
 def _rust_only_params():
     for name, fn, exc, arg in RUST_ONLY:
         key = name.replace(repr(HUGE), "HUGE").replace(str(HUGE), "HUGE")
-        reason = XFAIL.get(key) or XFAIL.get(key.replace("get_nowait_many", "get_many"))
-        if reason is None and key.startswith("put_many"):
-            reason = XFAIL["put_many"]
-        if (
-            reason is None
-            and exc is TypeError
-            and not key.startswith(("sleep", "Queue", "Lifo", "Prio"))
-        ):
-            reason = XFAIL["int type"]
-        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-        yield pytest.param(fn, exc, arg, id=key, marks=marks)
+        yield pytest.param(fn, exc, arg, id=key)
 
 
 @pytest.mark.parametrize("fn, exc, arg", list(_rust_only_params()))
@@ -457,11 +432,6 @@ def test_rust_only_error_names_the_argument(fn, exc, arg) -> None:
     assert queue_state(q) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shutdown(immediate) only takes a bool; asyncio reads any object for its "
-    "truth value (src/queue/pyqueue.rs, shutdown signature)",
-)
 @pytest.mark.parametrize("flag", [1, "yes", None])
 def test_shutdown_immediate_is_read_for_truth(flag, run) -> None:
     tried()
@@ -471,11 +441,6 @@ def test_shutdown_immediate_is_read_for_truth(flag, run) -> None:
     assert q.qsize() == (0 if flag else 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="get_many/get_nowait_many take max_items as i64: a huge count raises "
-    "OverflowError instead of taking what is there (src/queue/pyqueue.rs)",
-)
 @pytest.mark.parametrize("n", [2**63, HUGE])
 def test_huge_batch_sizes_take_everything(n, run) -> None:
     tried()
@@ -684,23 +649,10 @@ for _meth in ("send_many", "send_many_blocking"):
             )
         )
 
-CHANNEL_XFAIL = {
-    "timeout=": "a timeout of the wrong type gets PyO3's f64 TypeError ('must be real number, "
-    "not str'), which does not name 'timeout' (src/channel.rs: Option<f64> timeouts)",
-    "items": "send_many/send_many_blocking: a non-iterable raises \"'int' object is not "
-    "iterable\" without naming 'items' (src/channel.rs)",
-}
-
 
 def _channel_params():
     for name, fn, exc, arg in CHANNEL_CASES:
-        reason = None
-        if "timeout=" in name and exc is TypeError:
-            reason = CHANNEL_XFAIL["timeout="]
-        if arg == "items":
-            reason = CHANNEL_XFAIL["items"]
-        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-        yield pytest.param(fn, exc, arg, id=name, marks=marks)
+        yield pytest.param(fn, exc, arg, id=name)
 
 
 @pytest.mark.parametrize("fn, exc, arg", list(_channel_params()))
@@ -717,12 +669,6 @@ def test_channel_error_names_the_argument(fn, exc, arg) -> None:
     assert channel_state(ch) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Channel(maxsize) and recv_many(max_items) with an int beyond 64 bits raise "
-    "'TypeError: ... must be an int, not int' (src/channel.rs: parse of maxsize and "
-    "parse_max_items); asyncio.Queue treats a huge maxsize as a bound never reached",
-)
 @pytest.mark.parametrize("what", ["maxsize", "-maxsize", "max_items"])
 def test_channel_huge_ints(what) -> None:
     tried()

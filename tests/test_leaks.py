@@ -86,22 +86,15 @@ def collected(ref: weakref.ref) -> bool:
     return ref() is None
 
 
-QUEUE_OP_FREELIST = (
-    "QueueOp is a PyO3 `freelist = 64` class (src/queue/op.rs:76): PyO3 0.30's freelist "
-    "allocation reuses the memory without PyObject_GC_Track, so a reused operation is "
-    "invisible to the collector and a cycle through it (item -> op -> queue -> item) is "
-    "never collected"
-)
-
-
 def fill_queue_op_freelist() -> None:
-    """Make every later QueueOp come from the freelist (deterministic)."""
+    """Create and free many QueueOps first: with a PyO3 `freelist` on QueueOp,
+    every later one would be reused memory that PyO3 0.30 does not re-track
+    for the collector, which these tests would catch."""
     ops = [rustasync.Queue().get() for _ in range(100)]
     del ops
     gc.collect()
 
 
-@pytest.mark.xfail(strict=True, reason=QUEUE_OP_FREELIST)
 def test_reused_queue_ops_take_part_in_gc() -> None:
     fill_queue_op_freelist()
     q = rustasync.Queue()
@@ -109,7 +102,6 @@ def test_reused_queue_ops_take_part_in_gc() -> None:
     assert all(gc.is_tracked(op) for op in ops)
 
 
-@pytest.mark.xfail(strict=True, reason=QUEUE_OP_FREELIST)
 def test_queue_item_referencing_its_queue_with_waiters(run) -> None:
     fill_queue_op_freelist()
 
@@ -134,7 +126,6 @@ def test_queue_item_referencing_its_queue_with_waiters(run) -> None:
     assert collected(task_ref)
 
 
-@pytest.mark.xfail(strict=True, reason=QUEUE_OP_FREELIST)
 def test_pending_ops_referencing_their_queue(run) -> None:
     """A queue whose pending get/put operations (never awaited, or driven by
     hand and abandoned) are the only references to it."""

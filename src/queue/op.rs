@@ -71,12 +71,7 @@ struct OpState {
 /// A pending queue operation (`get`, `put`, `join`, ...); await it.
 ///
 /// Coroutine-like: supports `send`, `throw`, `close` and `__await__`.
-#[pyclass(
-    frozen,
-    freelist = 64,
-    module = "rustasync._rustasync",
-    name = "QueueOp"
-)]
+#[pyclass(frozen, module = "rustasync._rustasync", name = "QueueOp")]
 pub struct QueueOp {
     queue: Py<PyQueue>,
     state: TryLock<OpState>,

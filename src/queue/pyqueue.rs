@@ -256,10 +256,13 @@ pub fn raise(py: Python<'_>, e: QueueError<PyErr>) -> PyErr {
     }
 }
 
-fn positive(name: &str, n: i64) -> PyResult<usize> {
+/// A count argument (`max_items`, `n`): an integer >= 1. An int too large
+/// for a `usize` reads as `usize::MAX`, more than any queue holds.
+fn positive(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let n = crate::args::index(obj, name)?;
     if n < 1 {
         return Err(PyValueError::new_err(format!(
-            "{name} must be >= 1, got {n}"
+            "{name} must be >= 1, got {obj}"
         )));
     }
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
@@ -399,8 +402,7 @@ impl PyQueue {
     /// room appears; on cancellation the items already enqueued stay
     /// (counted by `join()`), the rest are not enqueued.
     fn put_many(slf: &Bound<'_, Self>, items: &Bound<'_, PyAny>) -> PyResult<Py<QueueOp>> {
-        let items: VecDeque<Py<PyAny>> = items
-            .try_iter()?
+        let items: VecDeque<Py<PyAny>> = crate::args::iterate(items, "items")?
             .map(|x| x.map(Bound::unbind))
             .collect::<PyResult<_>>()?;
         QueueOp::create(slf, Work::PutMany(items))
@@ -449,14 +451,18 @@ impl PyQueue {
     /// Not in asyncio; it behaves like one `await q.get()` followed by up to
     /// `max_items - 1` `q.get_nowait()` calls (one putter woken per item).
     ///
+    /// `max_items` is an integer of any size; a count larger than the queue
+    /// takes what is there.
+    ///
     /// Raises:
+    ///     TypeError: max_items is not an integer (at call time).
     ///     ValueError: max_items < 1 (at call time).
     ///     QueueShutDown: the queue is shut down and empty.
     ///
     /// Cancel safety: like `get()`: no item is removed unless the list is
     /// returned.
     #[pyo3(signature = (max_items))]
-    fn get_many(slf: &Bound<'_, Self>, max_items: i64) -> PyResult<Py<QueueOp>> {
+    fn get_many(slf: &Bound<'_, Self>, max_items: &Bound<'_, PyAny>) -> PyResult<Py<QueueOp>> {
         let n = positive("max_items", max_items)?;
         QueueOp::create(slf, Work::GetMany(n))
     }
@@ -467,14 +473,22 @@ impl PyQueue {
     /// Not in asyncio; like up to `max_items` `get_nowait()` calls. A queue
     /// with no item raises like `get_nowait()` does (never returns `[]`).
     ///
+    /// `max_items` is an integer of any size; a count larger than the queue
+    /// takes what is there.
+    ///
     /// Raises:
+    ///     TypeError: max_items is not an integer.
     ///     ValueError: max_items < 1.
     ///     QueueShutDown: the queue is shut down and empty.
     ///     QueueEmpty: the queue is empty.
     ///
     /// Cancel safety: not a coroutine.
     #[pyo3(signature = (max_items))]
-    fn get_nowait_many(&self, py: Python<'_>, max_items: i64) -> PyResult<Py<PyList>> {
+    fn get_nowait_many(
+        &self,
+        py: Python<'_>,
+        max_items: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<PyList>> {
         let n = positive("max_items", max_items)?;
         let (items, wake) = {
             let mut core = self.lock()?;
@@ -498,13 +512,15 @@ impl PyQueue {
     /// unfinished tasks nothing changes and ValueError is raised.
     ///
     /// Raises:
+    ///     TypeError: n is not an integer.
     ///     ValueError: called more times than there were items put
-    ///         ('task_done() called too many times'), or n < 1.
+    ///         ('task_done() called too many times', also for an `n` of
+    ///         any size beyond the unfinished count), or n < 1.
     ///
     /// Cancel safety: not a coroutine.
-    #[pyo3(signature = (n = 1))]
-    fn task_done(&self, py: Python<'_>, n: i64) -> PyResult<()> {
-        let n = positive("n", n)?;
+    #[pyo3(signature = (n = one()), text_signature = "($self, n=1)")]
+    fn task_done(&self, py: Python<'_>, n: Py<PyAny>) -> PyResult<()> {
+        let n = positive("n", n.bind(py))?;
         let woken = self.lock()?.task_done(n);
         match woken {
             None => Err(PyValueError::new_err("task_done() called too many times")),
@@ -535,14 +551,19 @@ impl PyQueue {
     ///
     /// With immediate=True the queue is emptied, each dropped item counts
     /// as done (which may release `join()`), and gets raise at once. All
-    /// blocked putters and getters are woken.
+    /// blocked putters and getters are woken. `immediate` may be any object;
+    /// its truth value is used, as asyncio does.
     ///
     /// Raises:
     ///     Nothing of its own.
     ///
     /// Cancel safety: not a coroutine.
-    #[pyo3(signature = (immediate = false))]
-    fn shutdown(&self, py: Python<'_>, immediate: bool) -> PyResult<()> {
+    #[pyo3(signature = (immediate = None), text_signature = "($self, immediate=False)")]
+    fn shutdown(&self, py: Python<'_>, immediate: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let immediate = match immediate {
+            Some(flag) => flag.is_truthy()?,
+            None => false,
+        };
         let out = self.lock()?.shutdown(immediate);
         set_all(py, &out.joiners, true)?;
         set_all(py, &out.getters, false)?;
@@ -681,6 +702,14 @@ impl PyPriorityQueue {
         let base = PyQueue::build(Kind::Priority, maxsize.bind(py))?;
         Ok(PyClassInitializer::from(base).add_subclass(PyPriorityQueue))
     }
+}
+
+/// The default `n` of `task_done`, `1`.
+fn one() -> Py<PyAny> {
+    Python::attach(|py| {
+        1i32.into_pyobject(py)
+            .map_or_else(|_| py.None(), |z| z.into_any().unbind())
+    })
 }
 
 /// The default `maxsize`, `0`.
