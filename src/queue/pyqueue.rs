@@ -178,7 +178,9 @@ impl PyQueue {
             }
             return Ok(());
         }
-        fut.call_method0(intern!(py, "cancel"))?;
+        // The future may already be torn down when a cycle is collected
+        // ("Future object is not initialized"); it leaves the list anyway.
+        let _ = fut.call_method0(intern!(py, "cancel"));
         let (removed, recheck) = {
             let mut core = self.lock()?;
             let list = core.waiters(which);
@@ -195,7 +197,15 @@ impl PyQueue {
         if let Some(r) = removed {
             r.drop_ref(py);
         }
-        if recheck && !fut.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
+        // A woken waiter passes its wake-up on; when the future can no longer
+        // tell, wake the next one anyway (waiters re-check, so a spare
+        // wake-up is harmless, a lost one is not).
+        let was_woken = fut
+            .call_method0(intern!(py, "cancelled"))
+            .and_then(|c| c.is_truthy())
+            .map(|cancelled| !cancelled)
+            .unwrap_or(true);
+        if recheck && was_woken {
             self.wake_next(py, which)?;
         }
         Ok(())
