@@ -17,7 +17,7 @@
 //! * [`Imports`]: the asyncio and contextvars objects we call, imported once.
 //! * [`call_soon`]: `loop.call_soon(cb, arg, context=ctx)` by vectorcall.
 
-use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -315,4 +315,40 @@ pub fn patch_am_await_self<T: PyClass>(py: Python<'_>) {
     }
     #[cfg(Py_LIMITED_API)]
     let _ = py;
+}
+
+/// The exception `throw(typ, val, tb)` raises, as a generator builds it.
+pub fn thrown(
+    py: Python<'_>,
+    typ: &Bound<'_, PyAny>,
+    val: Option<&Bound<'_, PyAny>>,
+    tb: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyErr> {
+    let val = val.filter(|v| !v.is_none());
+    let exc = if unsafe { ffi::PyExceptionInstance_Check(typ.as_ptr()) } != 0 {
+        if val.is_some() {
+            return Err(PyTypeError::new_err(
+                "instance exception may not have a separate value",
+            ));
+        }
+        typ.clone()
+    } else if unsafe { ffi::PyExceptionClass_Check(typ.as_ptr()) } != 0 {
+        match val {
+            Some(v) if v.is_instance(typ)? => v.clone(),
+            Some(v) => match v.cast::<PyTuple>() {
+                Ok(args) => typ.call1(args)?,
+                Err(_) => typ.call1((v,))?,
+            },
+            None => typ.call0()?,
+        }
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "exceptions must be classes or instances deriving from BaseException, not {}",
+            typ.get_type().name()?
+        )));
+    };
+    if let Some(tb) = tb.filter(|t| !t.is_none()) {
+        exc.setattr(pyo3::intern!(py, "__traceback__"), tb)?;
+    }
+    Ok(PyErr::from_value(exc))
 }

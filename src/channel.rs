@@ -69,25 +69,7 @@ fn stop_iteration(py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<Option<Py
 
 /// Re-raise what `throw(typ, val, tb)` was given.
 pub(crate) fn thrown(typ: Bound<'_, PyAny>, val: Option<Bound<'_, PyAny>>) -> PyErr {
-    if let Some(v) = val.filter(|v| !v.is_none()) {
-        if let Ok(t) = typ.cast::<PyType>() {
-            if !v.is_instance(t).unwrap_or(false) {
-                return match typ.call1((v,)) {
-                    Ok(e) => PyErr::from_value(e),
-                    Err(e) => e,
-                };
-            }
-        }
-        return PyErr::from_value(v);
-    }
-    if typ.is_instance_of::<PyType>() {
-        match typ.call0() {
-            Ok(e) => PyErr::from_value(e),
-            Err(e) => e,
-        }
-    } else {
-        PyErr::from_value(typ)
-    }
+    crate::awaitable::thrown(typ.py(), &typ, val.as_ref(), None).unwrap_or_else(|e| e)
 }
 
 /// A `timeout` argument: None (wait forever) or a non-negative real number

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyFloat, PyInt, PyString, PyType};
+use pyo3::types::{PyFloat, PyInt, PyString};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::awaitable::{self, next_result, Step, Stepper};
@@ -120,33 +120,6 @@ impl Stepper for Sleep {
     }
 }
 
-/// Build the exception `throw(typ, val, tb)` raises, as generators do.
-pub(crate) fn throw_error(
-    typ: &Bound<'_, PyAny>,
-    val: Option<&Bound<'_, PyAny>>,
-    tb: Option<&Bound<'_, PyAny>>,
-) -> PyResult<PyErr> {
-    let py = typ.py();
-    let exc = if let Ok(cls) = typ.cast::<PyType>() {
-        match val {
-            Some(v) if v.is_instance(cls)? => v.clone(),
-            Some(v) if !v.is_none() => cls.call1((v,))?,
-            _ => cls.call0()?,
-        }
-    } else {
-        typ.clone()
-    };
-    if !exc.is_instance_of::<pyo3::exceptions::PyBaseException>() {
-        return Err(PyTypeError::new_err(
-            "exceptions must be classes or instances deriving from BaseException",
-        ));
-    }
-    if let Some(tb) = tb.filter(|t| !t.is_none()) {
-        exc.call_method1(intern!(py, "with_traceback"), (tb,))?;
-    }
-    Ok(PyErr::from_value(exc))
-}
-
 #[pymethods]
 impl Sleep {
     fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -181,7 +154,7 @@ impl Sleep {
         val: Option<&Bound<'_, PyAny>>,
         tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let err = throw_error(typ, val, tb)?;
+        let err = awaitable::thrown(typ.py(), typ, val, tb)?;
         self.finish_waiting(typ.py());
         Err(err)
     }

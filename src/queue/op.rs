@@ -15,10 +15,9 @@ use crate::awaitable::{next_result, Step, Stepper};
 use pyo3::exceptions::{
     PyRuntimeError, PyStopAsyncIteration, PyStopIteration, PyTypeError, PyValueError,
 };
-use pyo3::ffi;
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
+use pyo3::types::PyList;
 use pyo3::{intern, PyTraverseError};
 use std::collections::VecDeque;
 
@@ -280,42 +279,6 @@ fn try_put_many(
     Ok(items.is_empty().then(|| py.None()))
 }
 
-/// The exception `throw(typ, val, tb)` raises, as a generator builds it.
-fn thrown(
-    py: Python<'_>,
-    typ: &Bound<'_, PyAny>,
-    val: Option<&Bound<'_, PyAny>>,
-    tb: Option<&Bound<'_, PyAny>>,
-) -> PyResult<PyErr> {
-    let val = val.filter(|v| !v.is_none());
-    let exc = if unsafe { ffi::PyExceptionInstance_Check(typ.as_ptr()) } != 0 {
-        if val.is_some() {
-            return Err(PyTypeError::new_err(
-                "instance exception may not have a separate value",
-            ));
-        }
-        typ.clone()
-    } else if unsafe { ffi::PyExceptionClass_Check(typ.as_ptr()) } != 0 {
-        match val {
-            Some(v) if v.is_instance(typ)? => v.clone(),
-            Some(v) => match v.cast::<PyTuple>() {
-                Ok(args) => typ.call1(args)?,
-                Err(_) => typ.call1((v,))?,
-            },
-            None => typ.call0()?,
-        }
-    } else {
-        return Err(PyTypeError::new_err(format!(
-            "exceptions must be classes or instances deriving from BaseException, not {}",
-            typ.get_type().name()?
-        )));
-    };
-    if let Some(tb) = tb.filter(|t| !t.is_none()) {
-        exc.setattr(intern!(py, "__traceback__"), tb)?;
-    }
-    Ok(PyErr::from_value(exc))
-}
-
 impl Stepper for QueueOp {
     fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
         let op = slf.get();
@@ -359,7 +322,7 @@ impl QueueOp {
         tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let exc = thrown(py, typ, val, tb)?;
+        let exc = crate::awaitable::thrown(py, typ, val, tb)?;
         let op = slf.get();
         let mut st = op.state()?;
         op.leave(py, &mut st)?;
