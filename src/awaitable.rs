@@ -15,7 +15,7 @@
 //!   finished `await` returns its value without any `StopIteration` at all.
 //!   3.12+ ignore the slot for non-generators and take `__next__`.
 //! * [`Imports`]: the asyncio and contextvars objects we call, imported once.
-//! * [`call_soon`]: `loop.call_soon(cb, arg, context=ctx)` by vectorcall.
+//! * [`call_with_context`]: `loop.call_soon(cb, arg, context=ctx)` by vectorcall.
 
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyTypeError};
 use pyo3::ffi;
@@ -71,19 +71,6 @@ pub fn complete(py: Python<'_>, value: Py<PyAny>) -> PyResult<Option<Py<PyAny>>>
     Ok(None)
 }
 
-/// Finish a `send()` method call: unlike `__next__`, a method cannot signal
-/// the end by returning NULL without an exception, so `Return` always raises
-/// `StopIteration(value)`.
-pub fn send_result(py: Python<'_>, step: Step) -> PyResult<Py<PyAny>> {
-    match step {
-        Step::Return(v) => Err(PyStopIteration::new_err((v,))),
-        Step::Yield(v) => {
-            let _ = py;
-            Ok(v)
-        }
-    }
-}
-
 /// Turn a `__next__` result into a `send()` result: a finished `__next__`
 /// returns NULL (with or without a pending `StopIteration`), which a method
 /// must turn into a raised `StopIteration`.
@@ -91,17 +78,6 @@ pub fn as_send(py: Python<'_>, next: PyResult<Option<Py<PyAny>>>) -> PyResult<Py
     match next? {
         Some(v) => Ok(v),
         None => Err(PyErr::take(py).unwrap_or_else(|| PyStopIteration::new_err(()))),
-    }
-}
-
-/// Read the value carried by a `StopIteration` (for code that drives a
-/// coroutine by hand).
-pub fn stop_iteration_value(py: Python<'_>, err: &PyErr) -> Option<Py<PyAny>> {
-    if err.is_instance_of::<PyStopIteration>(py) {
-        let v = err.value(py).getattr("value").ok()?;
-        Some(v.unbind())
-    } else {
-        None
     }
 }
 
@@ -214,18 +190,7 @@ pub fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
 
 /// The running event loop, or `None` when there is none.
 pub fn running_loop_opt(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
-    let p = unsafe { ffi::PyObject_CallNoArgs(ffi_get_running_loop(py)?) };
-    if p.is_null() {
-        // Only RuntimeError is expected here; swallow it.
-        let _ = PyErr::take(py);
-        None
-    } else {
-        Some(unsafe { Bound::from_owned_ptr(py, p) })
-    }
-}
-
-fn ffi_get_running_loop(py: Python<'_>) -> Option<*mut ffi::PyObject> {
-    Imports::get(py).ok().map(|i| i.get_running_loop.as_ptr())
+    running_loop(py).ok()
 }
 
 /// `callable(arg, context=ctx)` by vectorcall (as `loop.call_soon(cb, arg,
@@ -253,19 +218,6 @@ pub fn call_with_context<'py>(
         );
         Bound::from_owned_ptr_or_err(py, r)
     }
-}
-
-/// `loop.call_soon(cb, arg, context=ctx)`.
-pub fn call_soon<'py>(
-    loop_: &Bound<'py, PyAny>,
-    cb: &Bound<'py, PyAny>,
-    arg: &Bound<'py, PyAny>,
-    context: &Bound<'py, PyAny>,
-) -> PyResult<()> {
-    let py = loop_.py();
-    let call_soon = loop_.getattr(pyo3::intern!(py, "call_soon"))?;
-    call_with_context(py, &call_soon, &[cb, arg], context)?;
-    Ok(())
 }
 
 /// A `CancelledError` carrying `msg` the way asyncio builds one

@@ -142,7 +142,7 @@ impl Sleep {
                 "can't send non-None value to a just-started coroutine",
             ));
         }
-        awaitable::send_result(slf.py(), Self::step(slf)?)
+        awaitable::as_send(slf.py(), Self::__next__(slf))
     }
 
     /// Raise an exception at the suspension point, as `coroutine.throw()`;
