@@ -55,8 +55,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
-use pyo3::{ffi, IntoPyObjectExt, PyTraverseError, PyVisit};
+use pyo3::{ffi, IntoPyObjectExt};
 use pyo3_async_runtimes::TaskLocals;
 
 use crate::errors::panic_to_pyerr;
@@ -129,7 +128,7 @@ where
             Err(payload) => Poll::Ready(convert::<()>(Err(panic_to_pyerr(payload)))),
         }
     });
-    let rt = pyo3_async_runtimes::tokio::get_runtime();
+    let rt = crate::runtime::tokio_runtime()?;
     let shared = Arc::new(Shared::default());
     let abort = {
         let _entered = rt.enter();
@@ -183,19 +182,6 @@ impl Drop for RustFuture {
     }
 }
 
-fn stop_iteration(py: Python<'_>, value: Py<PyAny>) -> PyResult<Option<Py<PyAny>>> {
-    let value = value.into_bound(py);
-    let value = if value.is_instance_of::<PyTuple>()
-        || unsafe { ffi::PyExceptionInstance_Check(value.as_ptr()) } != 0
-    {
-        PyTuple::new(py, [value])?.into_any()
-    } else {
-        value
-    };
-    unsafe { ffi::PyErr_SetObject(ffi::PyExc_StopIteration, value.as_ptr()) };
-    Ok(None)
-}
-
 #[pymethods]
 impl RustFuture {
     fn __await__(slf: Py<Self>) -> Py<Self> {
@@ -207,19 +193,25 @@ impl RustFuture {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let mut i = self.shared.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(out) = i.output.take() {
-            i.taken = true;
-            i.wake = None;
-            drop(i);
-            return stop_iteration(py, out(py)?);
-        }
-        if i.taken {
-            return Err(pyo3::exceptions::PyRuntimeError::new_err(
-                "cannot reuse already awaited Rust future",
-            ));
-        }
-        let stale = match &i.wake {
+        // Python runs only with the shared state unlocked: the tokio side
+        // locks it too, and a finaliser may re-enter.
+        let current = {
+            let mut i = self.shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(out) = i.output.take() {
+                i.taken = true;
+                let wake = i.wake.take();
+                drop(i);
+                drop(wake);
+                return crate::awaitable::complete(py, out(py)?);
+            }
+            if i.taken {
+                return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                    "cannot reuse already awaited Rust future",
+                ));
+            }
+            i.wake.clone()
+        };
+        let stale = match &current {
             None => true,
             Some(w) => w
                 .future()
@@ -228,17 +220,26 @@ impl RustFuture {
                 .and_then(|d| d.is_truthy())
                 .unwrap_or(true),
         };
-        if stale {
-            i.wake = Some(FutureWake::new(py)?);
+        let wake = match current {
+            Some(w) if !stale => w,
+            _ => FutureWake::new(py)?,
+        };
+        let (out, old) = {
+            let mut i = self.shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+            match i.output.take() {
+                // Finished while we were making the future: no wait.
+                Some(out) => {
+                    i.taken = true;
+                    (Some(out), i.wake.take())
+                }
+                None => (None, i.wake.replace(wake.clone())),
+            }
+        };
+        drop(old);
+        if let Some(out) = out {
+            return crate::awaitable::complete(py, out(py)?);
         }
-        let fut = i
-            .wake
-            .as_ref()
-            .expect("set above")
-            .future()
-            .bind(py)
-            .clone();
-        drop(i);
+        let fut = wake.future().bind(py).clone();
         if !stale {
             fut.setattr(pyo3::intern!(py, "_asyncio_future_blocking"), true)?;
         }
@@ -267,18 +268,10 @@ impl RustFuture {
         self.give_up();
     }
 
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Ok(i) = self.shared.inner.try_lock() {
-            if let Some(w) = &i.wake {
-                visit.call(w.future())?;
-            }
-        }
-        Ok(())
-    }
-
-    fn __clear__(&self) {
-        self.give_up();
-    }
+    // No `__traverse__`: the future the Task waits on is co-owned by the
+    // tokio task (through the shared state), an owner the collector cannot
+    // see. Like a thread that will set a future's result, it keeps the
+    // waiting Task reachable until the Rust future finishes or is aborted.
 
     /// True once the Rust future has finished.
     fn done(&self) -> bool {

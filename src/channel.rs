@@ -18,8 +18,8 @@ use pyo3::exceptions::{
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyInt, PyList, PyTuple, PyType};
-use pyo3::{ffi, PyTraverseError, PyVisit};
+use pyo3::types::{PyDict, PyInt, PyList, PyType};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::core::{
     self, RecvPoll, RecvStart, RecvTicket, RecvTimeoutError, SendPoll, SendStart, SendTicket,
@@ -51,20 +51,6 @@ pub fn closed_error() -> PyErr {
 
 fn closed_err() -> PyErr {
     ChannelClosed::new_err("channel is closed")
-}
-
-/// Finish a `__next__` with `value`: set `StopIteration(value)` directly
-/// (cheaper than building the exception through `PyErr`) and return NULL.
-fn stop_iteration(py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
-    let value = if value.is_instance_of::<PyTuple>()
-        || unsafe { ffi::PyExceptionInstance_Check(value.as_ptr()) } != 0
-    {
-        PyTuple::new(py, [value])?.into_any()
-    } else {
-        value
-    };
-    unsafe { ffi::PyErr_SetObject(ffi::PyExc_StopIteration, value.as_ptr()) };
-    Ok(None)
 }
 
 /// Re-raise what `throw(typ, val, tb)` was given.
@@ -578,6 +564,13 @@ fn future_done(py: Python<'_>, wake: &Arc<FutureWake>) -> bool {
         .unwrap_or(true)
 }
 
+/// If the wakeup finds the receiver's loop closed, the receiver will never
+/// run: give its place in line, and any item handed to it, back.
+fn revoke_if_dead(wake: &Arc<FutureWake>, ticket: &RecvTicket<Py<PyAny>>) {
+    let r = ticket.revoker();
+    wake.set_on_dead(Box::new(move || r.revoke()));
+}
+
 #[derive(Clone, Copy)]
 enum Mode {
     One,
@@ -613,12 +606,12 @@ impl RecvOp {
 
     fn deliver(&self, py: Python<'_>, first: Py<PyAny>) -> PyResult<Option<Py<PyAny>>> {
         match self.mode {
-            Mode::One | Mode::Iter => stop_iteration(py, first.into_bound(py)),
+            Mode::One | Mode::Iter => crate::awaitable::complete(py, first),
             Mode::Many(max) => {
                 let mut out = Vec::with_capacity(max.min(self.chan.len() + 1));
                 out.push(first);
                 let _ = self.chan.try_recv_many(max - 1, &mut out);
-                stop_iteration(py, PyList::new(py, out)?.into_any())
+                crate::awaitable::complete(py, PyList::new(py, out)?.into_any().unbind())
             }
         }
     }
@@ -636,6 +629,77 @@ impl RecvOp {
             RecvState::Done,
         )
     }
+
+    fn put_state(&self, new: RecvState) {
+        let old = std::mem::replace(
+            &mut *self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            new,
+        );
+        drop(old);
+    }
+
+    /// One step from `st`, with no lock held; returns the result and the
+    /// wait to keep, if still waiting.
+    #[allow(clippy::type_complexity)]
+    fn advance(
+        &self,
+        py: Python<'_>,
+        st: RecvState,
+    ) -> (
+        PyResult<Option<Py<PyAny>>>,
+        Option<Wait<RecvTicket<Py<PyAny>>>>,
+    ) {
+        match st {
+            RecvState::Init => {
+                match self.chan.try_recv() {
+                    Ok(v) => return (self.deliver(py, v), None),
+                    Err(TryRecvError::Closed) => return (Err(self.closed()), None),
+                    Err(TryRecvError::Empty) => {}
+                }
+                let (wake, waker) = match new_wake(py) {
+                    Ok(w) => w,
+                    Err(e) => return (Err(e), None),
+                };
+                match self.chan.recv_or_wait(&waker) {
+                    RecvStart::Item(v) => (self.deliver(py, v), None),
+                    RecvStart::Closed => (Err(self.closed()), None),
+                    RecvStart::Wait(ticket) => {
+                        revoke_if_dead(&wake, &ticket);
+                        let fut = wake.future().clone_ref(py);
+                        (Ok(Some(fut)), Some(Wait { ticket, wake }))
+                    }
+                }
+            }
+            RecvState::Waiting(mut w) => match w.ticket.poll(None) {
+                RecvPoll::Ready(v) => {
+                    drop(w);
+                    (self.deliver(py, v), None)
+                }
+                RecvPoll::Closed => (Err(self.closed()), None),
+                RecvPoll::Pending => {
+                    if future_done(py, &w.wake) {
+                        // Resumed without a wakeup (its future was resolved
+                        // or cancelled by someone else): wait on a new one.
+                        match new_wake(py) {
+                            Ok((wake, waker)) => {
+                                revoke_if_dead(&wake, &w.ticket);
+                                let _ = w.ticket.poll(Some(&waker));
+                                w.wake = wake;
+                            }
+                            Err(e) => return (Err(e), None),
+                        }
+                    }
+                    (yield_again(py, &w.wake), Some(w))
+                }
+            },
+            RecvState::Done => (
+                Err(pyo3::exceptions::PyRuntimeError::new_err(
+                    "cannot reuse already awaited operation",
+                )),
+                None,
+            ),
+        }
+    }
 }
 
 #[pymethods]
@@ -649,65 +713,14 @@ impl RecvOp {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match &mut *st {
-            RecvState::Init => {
-                match self.chan.try_recv() {
-                    Ok(v) => {
-                        *st = RecvState::Done;
-                        drop(st);
-                        return self.deliver(py, v);
-                    }
-                    Err(TryRecvError::Closed) => {
-                        *st = RecvState::Done;
-                        return Err(self.closed());
-                    }
-                    Err(TryRecvError::Empty) => {}
-                }
-                let (wake, waker) = new_wake(py)?;
-                match self.chan.recv_or_wait(&waker) {
-                    RecvStart::Item(v) => {
-                        *st = RecvState::Done;
-                        drop(st);
-                        self.deliver(py, v)
-                    }
-                    RecvStart::Closed => {
-                        *st = RecvState::Done;
-                        Err(self.closed())
-                    }
-                    RecvStart::Wait(ticket) => {
-                        let fut = wake.future().clone_ref(py);
-                        *st = RecvState::Waiting(Wait { ticket, wake });
-                        Ok(Some(fut))
-                    }
-                }
-            }
-            RecvState::Waiting(w) => match w.ticket.poll(None) {
-                RecvPoll::Ready(v) => {
-                    let old = std::mem::replace(&mut *st, RecvState::Done);
-                    drop(st);
-                    drop(old);
-                    self.deliver(py, v)
-                }
-                RecvPoll::Closed => {
-                    *st = RecvState::Done;
-                    Err(self.closed())
-                }
-                RecvPoll::Pending => {
-                    if future_done(py, &w.wake) {
-                        // Resumed without a wakeup (its future was resolved
-                        // or cancelled by someone else): wait on a new one.
-                        let (wake, waker) = new_wake(py)?;
-                        let _ = w.ticket.poll(Some(&waker));
-                        w.wake = wake;
-                    }
-                    yield_again(py, &w.wake)
-                }
-            },
-            RecvState::Done => Err(pyo3::exceptions::PyRuntimeError::new_err(
-                "cannot reuse already awaited operation",
-            )),
+        // The state is taken out of the lock for the step: Python runs in it
+        // (creating futures, finalisers of dropped objects), and nothing of
+        // ours is locked meanwhile. A re-entrant step finds it `Done`.
+        let (r, keep) = self.advance(py, self.take_state());
+        if let Some(w) = keep {
+            self.put_state(RecvState::Waiting(w));
         }
+        r
     }
 
     /// Same as `__next__` (asyncio only ever sends None).
@@ -734,18 +747,11 @@ impl RecvOp {
         drop(self.take_state());
     }
 
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Ok(st) = self.state.try_lock() {
-            if let RecvState::Waiting(w) = &*st {
-                visit.call(w.wake.future())?;
-            }
-        }
-        Ok(())
-    }
-
-    fn __clear__(&self) {
-        drop(self.take_state());
-    }
+    // No `__traverse__`: the only Python object a waiting receive holds is
+    // the future its Task waits on, and that future is co-owned (through
+    // the `Arc<FutureWake>`) by the channel's list of waiting receivers. As
+    // with `asyncio.Queue._getters`, the waiter list keeps it, and so the
+    // waiting Task, reachable. See docs/design.md.
 }
 
 enum SendState {
@@ -764,19 +770,22 @@ pub struct SendOp {
     state: Mutex<SendState>,
 }
 
-#[pymethods]
 impl SendOp {
-    fn __await__(slf: Py<Self>) -> Py<Self> {
-        slf
+    fn replace_state(&self, new: SendState) -> SendState {
+        std::mem::replace(
+            &mut *self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            new,
+        )
     }
 
-    fn __iter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match std::mem::replace(&mut *st, SendState::Done) {
+    /// One step from `st` with no lock held; a wait to keep goes to `keep`.
+    fn advance(
+        &self,
+        py: Python<'_>,
+        st: SendState,
+        keep: &mut Option<SendState>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        match st {
             SendState::Init(item) => {
                 let item = match self.chan.try_send(item) {
                     Ok(()) => return Ok(None),
@@ -789,7 +798,7 @@ impl SendOp {
                     SendStart::Closed(_) => Err(closed_err()),
                     SendStart::Wait(ticket, item) => {
                         let fut = wake.future().clone_ref(py);
-                        *st = SendState::Waiting(Wait { ticket, wake }, item);
+                        *keep = Some(SendState::Waiting(Wait { ticket, wake }, item));
                         Ok(Some(fut))
                     }
                 }
@@ -811,7 +820,7 @@ impl SendOp {
                         item
                     };
                     let r = yield_again(py, &w.wake);
-                    *st = SendState::Waiting(w, item);
+                    *keep = Some(SendState::Waiting(w, item));
                     r
                 }
             },
@@ -819,6 +828,28 @@ impl SendOp {
                 "cannot reuse already awaited operation",
             )),
         }
+    }
+}
+
+#[pymethods]
+impl SendOp {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        // As `RecvOp`: step with the state out of the lock.
+        let st = self.replace_state(SendState::Done);
+        let mut keep = None;
+        let r = self.advance(py, st, &mut keep);
+        if let Some(k) = keep {
+            drop(self.replace_state(k));
+        }
+        r
     }
 
     #[pyo3(signature = (_value, /))]
@@ -833,30 +864,20 @@ impl SendOp {
         val: Option<Bound<'_, PyAny>>,
         _tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let old = std::mem::replace(
-            &mut *self.state.lock().unwrap_or_else(|e| e.into_inner()),
-            SendState::Done,
-        );
-        drop(old);
+        drop(self.replace_state(SendState::Done));
         Err(thrown(typ, val))
     }
 
     fn close(&self) {
-        let old = std::mem::replace(
-            &mut *self.state.lock().unwrap_or_else(|e| e.into_inner()),
-            SendState::Done,
-        );
-        drop(old);
+        drop(self.replace_state(SendState::Done));
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Ok(st) = self.state.try_lock() {
             match &*st {
                 SendState::Init(item) => visit.call(item)?,
-                SendState::Waiting(w, item) => {
-                    visit.call(item)?;
-                    visit.call(w.wake.future())?;
-                }
+                // Not the future: the channel's waiter list co-owns it.
+                SendState::Waiting(_, item) => visit.call(item)?,
                 SendState::Done => {}
             }
         }
@@ -883,19 +904,17 @@ pub struct SendManyOp {
     state: Mutex<SendManyState>,
 }
 
-#[pymethods]
 impl SendManyOp {
-    fn __await__(slf: Py<Self>) -> Py<Self> {
-        slf
+    fn take_state(&self) -> SendManyState {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        SendManyState {
+            items: std::mem::take(&mut st.items),
+            wait: st.wait.take(),
+        }
     }
 
-    fn __iter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let st = &mut *guard;
+    /// One step on `st`, which is out of the lock.
+    fn advance(&self, py: Python<'_>, st: &mut SendManyState) -> PyResult<Option<Py<PyAny>>> {
         // Finish the send we were waiting on, if its permit came.
         if let Some(mut w) = st.wait.take() {
             let head = st.items.pop_front().expect("waiting on the head item");
@@ -950,6 +969,30 @@ impl SendManyOp {
             }
         }
     }
+}
+
+#[pymethods]
+impl SendManyOp {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        // As `RecvOp`: step with the state out of the lock. Items sent or
+        // given up are dropped here, unlocked.
+        let mut st = self.take_state();
+        let r = self.advance(py, &mut st);
+        let old = std::mem::replace(
+            &mut *self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            st,
+        );
+        drop(old);
+        r
+    }
 
     #[pyo3(signature = (_value, /))]
     fn send(&self, py: Python<'_>, _value: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
@@ -968,21 +1011,14 @@ impl SendManyOp {
     }
 
     fn close(&self) {
-        let (items, wait) = {
-            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            (std::mem::take(&mut st.items), st.wait.take())
-        };
-        drop(wait);
-        drop(items);
+        drop(self.take_state());
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Ok(st) = self.state.try_lock() {
+            // Not the future: the channel's waiter list co-owns it.
             for item in &st.items {
                 visit.call(item)?;
-            }
-            if let Some(w) = &st.wait {
-                visit.call(w.wake.future())?;
             }
         }
         Ok(())

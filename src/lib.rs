@@ -20,10 +20,14 @@ pub mod sleep;
 pub mod testhooks;
 pub mod timers;
 
-#[pymodule]
+/// `gil_used = true`: the design assumes one thread attached to the
+/// interpreter at a time (see docs/design.md); a free-threaded build keeps
+/// the GIL enabled while this module is loaded.
+#[pymodule(gil_used = true)]
 fn _rustasync(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
+    runtime::register(m)?;
     sleep::register(m)?;
     gather::register(m)?;
     queue::register(m)?;

@@ -27,18 +27,22 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::Wake;
 
 use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyCFunction;
+use pyo3::types::{PyCFunction, PyWeakrefMethods, PyWeakrefReference};
 
 /// Something to finish on the loop thread, attached to the interpreter.
 pub trait Completion: Send + Sync + 'static {
     fn complete(self: Arc<Self>, py: Python<'_>);
+
+    /// Its loop is closed or gone: `complete` will never run. Called with no
+    /// lock of ours held; must not call into Python.
+    fn abandon(self: Arc<Self>) {}
 }
 
 /// A small per-thread id that is cheaper to read than `ThreadId`.
@@ -108,9 +112,18 @@ impl Signal {
 }
 
 /// The wakeup batcher of one asyncio event loop.
+///
+/// It holds its loop only weakly: the loop owns the waker (through the
+/// reader callback it has registered), never the other way round, so a
+/// dropped loop is collected and its socket pair closed with it.
 pub struct LoopWaker {
-    event_loop: Py<PyAny>,
+    event_loop: Py<PyWeakrefReference>,
+    /// The loop's address, for a cheap cache lookup (confirmed through the
+    /// weak reference, since an address can be reused once a loop is gone).
+    loop_ptr: usize,
     thread: u64,
+    /// The fork generation the waker was made in: a child never reuses it.
+    generation: u64,
     pending: Mutex<Vec<Arc<dyn Completion>>>,
     scheduled: AtomicBool,
     dead: AtomicBool,
@@ -122,54 +135,59 @@ pub struct LoopWaker {
 
 impl LoopWaker {
     /// A waker for `event_loop`, created on the loop's thread.
-    fn new(py: Python<'_>, event_loop: Bound<'_, PyAny>) -> PyResult<Arc<Self>> {
-        let signal = Signal::new().ok();
-        let w = Arc::new_cyclic(|me| LoopWaker {
-            event_loop: event_loop.clone().unbind(),
-            thread: thread_key(),
-            pending: Mutex::new(Vec::new()),
-            scheduled: AtomicBool::new(false),
-            dead: AtomicBool::new(false),
-            signal,
-            drain: PyOnceLock::new(),
-            me: me.clone(),
-        });
-        if let Some(sig) = &w.signal {
-            // The reader keeps the waker (and so the socket) alive for as
-            // long as the loop has it registered: until the loop closes.
-            let keep = w.clone();
-            let reader = PyCFunction::new_closure(py, None, None, move |args, _kw| {
-                keep.run_pending(args.py());
-            })?;
-            match event_loop.call_method1(pyo3::intern!(py, "add_reader"), (sig.fd(), reader)) {
-                Ok(_) => return Ok(w),
-                Err(e) if e.is_instance_of::<PyNotImplementedError>(py) => {}
-                Err(e) => return Err(e),
-            }
-            return Ok(Arc::new_cyclic(|me| LoopWaker {
-                event_loop: event_loop.unbind(),
+    fn new(py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<Self>> {
+        let weak = PyWeakrefReference::new(event_loop)?.unbind();
+        let make = |signal: Option<Signal>| {
+            Arc::new_cyclic(|me| LoopWaker {
+                event_loop: weak.clone_ref(py),
+                loop_ptr: event_loop.as_ptr() as usize,
                 thread: thread_key(),
+                generation: fork_generation(),
                 pending: Mutex::new(Vec::new()),
                 scheduled: AtomicBool::new(false),
                 dead: AtomicBool::new(false),
-                signal: None,
+                signal,
                 drain: PyOnceLock::new(),
                 me: me.clone(),
-            }));
+            })
+        };
+        let Ok(sig) = Signal::new() else {
+            return Ok(make(None));
+        };
+        let fd = sig.fd();
+        let w = make(Some(sig));
+        // The loop owns the reader, the reader owns the waker: the waker
+        // (and its sockets) lives until the loop drops the reader, on close
+        // or when the loop itself is collected.
+        let keep = w.clone();
+        let reader = PyCFunction::new_closure(py, None, None, move |args, _kw| {
+            keep.run_pending(args.py());
+        })?;
+        match event_loop.call_method1(pyo3::intern!(py, "add_reader"), (fd, reader)) {
+            Ok(_) => Ok(w),
+            Err(e) if e.is_instance_of::<PyNotImplementedError>(py) => Ok(make(None)),
+            Err(e) => Err(e),
         }
-        Ok(w)
     }
 
-    pub fn event_loop(&self) -> &Py<PyAny> {
-        &self.event_loop
+    /// The loop, unless it has been collected.
+    pub fn event_loop<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.event_loop.bind(py).upgrade()
+    }
+
+    fn is_for(&self, py: Python<'_>, lp: &Bound<'_, PyAny>) -> bool {
+        self.loop_ptr == lp.as_ptr() as usize
+            && self.generation == fork_generation()
+            && !self.dead.load(Ordering::Acquire)
+            && self.event_loop(py).is_some_and(|l| l.is(lp))
     }
 
     /// Run `c` on the loop thread as soon as possible.
     pub fn push(&self, c: Arc<dyn Completion>) {
         if self.dead.load(Ordering::Acquire) {
-            return;
+            return c.abandon();
         }
-        if thread_key() == self.thread {
+        if thread_key() == self.thread && self.generation == fork_generation() {
             Python::attach(|py| c.complete(py));
             return;
         }
@@ -178,9 +196,15 @@ impl LoopWaker {
             .unwrap_or_else(|e| e.into_inner())
             .push(c);
         if !self.scheduled.swap(true, Ordering::AcqRel) {
+            let attached = unsafe { pyo3::ffi::PyGILState_Check() } == 1;
+            if attached && !Python::attach(|py| self.is_live(py)) {
+                // A thread that can ask finds the loop closed: its waiters
+                // will never run; give their places (and items) back.
+                return self.kill();
+            }
             if let Some(sig) = &self.signal {
                 sig.notify();
-            } else if unsafe { pyo3::ffi::PyGILState_Check() } == 1 {
+            } else if attached {
                 Python::attach(|py| self.schedule(py));
             } else if let Some(me) = self.me.upgrade() {
                 schedule_from_waker_thread(me);
@@ -190,7 +214,9 @@ impl LoopWaker {
 
     /// The `call_soon_threadsafe` fallback.
     fn schedule(&self, py: Python<'_>) {
-        let lp = self.event_loop.bind(py);
+        let Some(lp) = self.event_loop(py) else {
+            return self.kill();
+        };
         let closed = lp
             .call_method0(pyo3::intern!(py, "is_closed"))
             .and_then(|v| v.is_truthy())
@@ -212,7 +238,7 @@ impl LoopWaker {
         if let Err(e) = lp.call_method1(pyo3::intern!(py, "call_soon_threadsafe"), (drain,)) {
             // Closed between the check and the call: the documented race.
             if !e.is_instance_of::<PyRuntimeError>(py) {
-                e.write_unraisable(py, Some(lp));
+                e.write_unraisable(py, Some(&lp));
             }
             self.kill();
         }
@@ -220,8 +246,12 @@ impl LoopWaker {
 
     fn kill(&self) {
         self.dead.store(true, Ordering::Release);
+        // Abandoned and dropped outside the lock: a completion may hold
+        // Python objects, and abandoning one may wake others.
         let dropped = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        drop(dropped);
+        for c in dropped {
+            c.abandon();
+        }
     }
 
     /// The drain: runs on the loop thread.
@@ -240,30 +270,128 @@ impl LoopWaker {
 /// Schedule a drain from a thread that is not attached to the interpreter
 /// (a tokio worker, a blocked thread). Attaching there could wait up to the
 /// interpreter's switch interval while the loop thread runs Python, stalling
-/// that thread's other work; one waker thread does the waiting instead.
+/// that thread's other work; one waker thread does the waiting instead. A
+/// forked child starts its own waker thread on first use.
 fn schedule_from_waker_thread(w: Arc<LoopWaker>) {
     use std::sync::mpsc;
-    use std::sync::OnceLock;
-    static WAKER_THREAD: OnceLock<Mutex<mpsc::Sender<Arc<LoopWaker>>>> = OnceLock::new();
-    let tx = WAKER_THREAD.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Arc<LoopWaker>>();
-        std::thread::Builder::new()
-            .name("rustasync-loop-waker".into())
-            .spawn(move || {
-                while let Ok(w) = rx.recv() {
-                    Python::attach(|py| {
-                        w.schedule(py);
-                        // Whatever else queued up meanwhile, under one attach.
-                        while let Ok(w) = rx.try_recv() {
+    struct Slot {
+        generation: u64,
+        tx: Mutex<mpsc::Sender<Arc<LoopWaker>>>,
+    }
+    static SLOT: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
+    let generation = fork_generation();
+    let slot = per_generation(
+        &SLOT,
+        generation,
+        |s| s.generation,
+        || {
+            let (tx, rx) = mpsc::channel::<Arc<LoopWaker>>();
+            std::thread::Builder::new()
+                .name("rustasync-loop-waker".into())
+                .spawn(move || {
+                    while let Ok(w) = rx.recv() {
+                        Python::attach(|py| {
                             w.schedule(py);
-                        }
-                    });
-                }
+                            // Whatever else queued up meanwhile, under one attach.
+                            while let Ok(w) = rx.try_recv() {
+                                w.schedule(py);
+                            }
+                        });
+                    }
+                })
+                .ok()?;
+            Some(Slot {
+                generation,
+                tx: Mutex::new(tx),
             })
-            .expect("spawning the loop waker thread");
-        Mutex::new(tx)
-    });
-    let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(w);
+        },
+    );
+    if let Some(slot) = slot {
+        let _ = slot.tx.lock().unwrap_or_else(|e| e.into_inner()).send(w);
+    }
+}
+
+/// The value in `slot` if it belongs to `generation`, else a new one from
+/// `make`, installed there. A value of an older generation (a parent
+/// process, before `fork()`) is leaked, never dropped: its threads do not
+/// exist in this process. Values live for the rest of the process.
+fn per_generation<T: 'static>(
+    slot: &'static AtomicPtr<T>,
+    generation: u64,
+    gen_of: impl Fn(&T) -> u64,
+    make: impl FnOnce() -> Option<T>,
+) -> Option<&'static T> {
+    let cur = slot.load(Ordering::Acquire);
+    if let Some(v) = unsafe { cur.as_ref() } {
+        if gen_of(v) == generation {
+            return Some(v);
+        }
+    }
+    let new = Box::into_raw(Box::new(make()?));
+    match slot.compare_exchange(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Some(unsafe { &*new }),
+        Err(winner) => {
+            // Another thread installed one first: use it; ours was never
+            // shared (leaked rather than dropped, as its threads may run).
+            unsafe { winner.as_ref() }
+        }
+    }
+}
+
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Bumped in a child process right after `fork()`.
+pub fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+/// Run by `os.register_at_fork(after_in_child=...)`: the child has none of
+/// the parent's threads (tokio workers, the loop waker thread), so every
+/// per-process resource is re-created lazily on next use.
+#[pyfunction]
+fn _after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::AcqRel);
+    // The parent's wakers: their sockets are shared with the parent and
+    // their loops are the parent's. Closed here (attached: this is a hook
+    // run by `os.fork()`), never reused.
+    let old = CACHE.try_with(|c| c.try_borrow_mut().map(|mut c| std::mem::take(&mut *c)));
+    drop(old);
+}
+
+/// The tokio runtime Rust futures run on: multi-threaded, created on first
+/// use, and created again in a forked child (whose parent runtime has no
+/// threads).
+pub fn tokio_runtime() -> PyResult<&'static tokio::runtime::Runtime> {
+    struct Slot {
+        generation: u64,
+        rt: tokio::runtime::Runtime,
+    }
+    static SLOT: AtomicPtr<Slot> = AtomicPtr::new(std::ptr::null_mut());
+    let generation = fork_generation();
+    let mut err = None;
+    let slot = per_generation(
+        &SLOT,
+        generation,
+        |s| s.generation,
+        || match tokio::runtime::Builder::new_multi_thread()
+            .enable_time()
+            .thread_name("rustasync-tokio")
+            .build()
+        {
+            Ok(rt) => Some(Slot { generation, rt }),
+            Err(e) => {
+                err = Some(e);
+                None
+            }
+        },
+    );
+    match slot {
+        Some(s) => Ok(&s.rt),
+        None => Err(PyRuntimeError::new_err(format!(
+            "could not start the tokio runtime: {}",
+            err.map(|e| e.to_string()).unwrap_or_default()
+        ))),
+    }
 }
 
 /// `asyncio.get_running_loop()`.
@@ -272,8 +400,17 @@ pub fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     GET.import(py, "asyncio", "get_running_loop")?.call0()
 }
 
+struct CacheEntry {
+    waker: Weak<LoopWaker>,
+    /// Only for a loop without `add_reader`, whose waker nothing else owns
+    /// between bursts. The waker holds its loop weakly, so this pins nothing.
+    _keep: Option<Arc<LoopWaker>>,
+}
+
 thread_local! {
-    static CURRENT: RefCell<Option<Arc<LoopWaker>>> = const { RefCell::new(None) };
+    /// The wakers of the loops this thread runs (usually one), most recent
+    /// first. Entries are weak: the loops own their wakers.
+    static CACHE: RefCell<Vec<CacheEntry>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The running loop of this thread and its waker.
@@ -282,17 +419,65 @@ thread_local! {
 /// `asyncio.get_running_loop()`.
 pub fn current_loop_waker(py: Python<'_>) -> PyResult<Arc<LoopWaker>> {
     let lp = running_loop(py)?;
-    CURRENT.with(|cur| {
-        let mut cur = cur.borrow_mut();
-        if let Some(w) = cur.as_ref() {
-            if w.event_loop.bind(py).is(&lp) && !w.dead.load(Ordering::Acquire) {
-                return Ok(w.clone());
-            }
+    loop_waker(py, &lp)
+}
+
+/// The waker of `lp`, a loop running on this thread.
+pub fn loop_waker(py: Python<'_>, lp: &Bound<'_, PyAny>) -> PyResult<Arc<LoopWaker>> {
+    let found = CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let i = c
+            .iter()
+            .position(|e| e.waker.upgrade().is_some_and(|w| w.is_for(py, lp)))?;
+        if i != 0 {
+            c.swap(0, i);
         }
-        let w = LoopWaker::new(py, lp)?;
-        *cur = Some(w.clone());
-        Ok(w)
-    })
+        c[0].waker.upgrade()
+    });
+    if let Some(w) = found {
+        return Ok(w);
+    }
+    // A miss: forget the wakers of loops that are gone or closed, then make
+    // one for this loop. Dropped outside the borrow.
+    let stale: Vec<CacheEntry> = CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let (live, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut *c)
+            .into_iter()
+            .partition(|e| e.waker.upgrade().is_some_and(|w| w.is_live(py)));
+        *c = live;
+        stale
+    });
+    for e in stale {
+        if let Some(w) = e.waker.upgrade() {
+            w.kill();
+        }
+    }
+    let w = LoopWaker::new(py, lp)?;
+    let keep = w.signal.is_none().then(|| w.clone());
+    CACHE.with(|c| {
+        c.borrow_mut().insert(
+            0,
+            CacheEntry {
+                waker: Arc::downgrade(&w),
+                _keep: keep,
+            },
+        )
+    });
+    Ok(w)
+}
+
+impl LoopWaker {
+    /// Its loop still exists, is open, and belongs to this process.
+    fn is_live(&self, py: Python<'_>) -> bool {
+        if self.generation != fork_generation() || self.dead.load(Ordering::Acquire) {
+            return false;
+        }
+        self.event_loop(py).is_some_and(|lp| {
+            !lp.call_method0(pyo3::intern!(py, "is_closed"))
+                .and_then(|v| v.is_truthy())
+                .unwrap_or(true)
+        })
+    }
 }
 
 /// An asyncio future to resolve with `None` on its loop: the wakeup for a
@@ -300,22 +485,45 @@ pub fn current_loop_waker(py: Python<'_>) -> PyResult<Arc<LoopWaker>> {
 pub struct FutureWake {
     waker: Arc<LoopWaker>,
     fut: Py<PyAny>,
+    /// Run if the loop turns out closed when the wakeup is delivered.
+    on_dead: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl FutureWake {
     /// Create `loop.create_future()` on the running loop, marked as being
     /// awaited (`_asyncio_future_blocking`), ready to be yielded to a Task.
     pub fn new(py: Python<'_>) -> PyResult<Arc<Self>> {
-        let waker = current_loop_waker(py)?;
-        let fut = waker
-            .event_loop
-            .bind(py)
-            .call_method0(pyo3::intern!(py, "create_future"))?;
+        let lp = running_loop(py)?;
+        let waker = loop_waker(py, &lp)?;
+        let fut = lp.call_method0(pyo3::intern!(py, "create_future"))?;
         fut.setattr(pyo3::intern!(py, "_asyncio_future_blocking"), true)?;
         Ok(Arc::new(FutureWake {
             waker,
             fut: fut.unbind(),
+            on_dead: Mutex::new(None),
         }))
+    }
+
+    /// What to do if the wakeup finds the loop closed (e.g. give a handed
+    /// item back to the channel). Must not call into Python.
+    pub fn set_on_dead(&self, f: Box<dyn FnOnce() + Send>) {
+        let old = self
+            .on_dead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(f);
+        drop(old);
+    }
+
+    fn run_on_dead(&self) {
+        let f = self
+            .on_dead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(f) = f {
+            f();
+        }
     }
 
     pub fn future(&self) -> &Py<PyAny> {
@@ -340,8 +548,16 @@ impl Completion for FutureWake {
                 if !e.is_instance_of::<PyRuntimeError>(py) {
                     e.write_unraisable(py, Some(fut));
                 }
+                if !self.waker.is_live(py) {
+                    self.waker.kill();
+                    self.run_on_dead();
+                }
             }
         }
+    }
+
+    fn abandon(self: Arc<Self>) {
+        self.run_on_dead();
     }
 }
 
@@ -350,4 +566,17 @@ impl Wake for FutureWake {
         let w = self.waker.clone();
         w.push(self);
     }
+}
+
+/// Register the fork hook on the module's import.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    let hook = wrap_pyfunction!(_after_fork_in_child, m)?;
+    let os = py.import("os")?;
+    if os.hasattr("register_at_fork")? {
+        let kw = pyo3::types::PyDict::new(py);
+        kw.set_item("after_in_child", hook)?;
+        os.call_method("register_at_fork", (), Some(&kw))?;
+    }
+    Ok(())
 }

@@ -45,6 +45,21 @@ impl Sleep {
         }
     }
 
+    /// As a coroutine: an `await` of a sleep that is suspended (awaited
+    /// somewhere else) raises instead of taking it over.
+    pub(crate) fn check_not_awaited(&self) -> PyResult<()> {
+        let busy = matches!(
+            *self.state.lock().unwrap(),
+            SleepState::Yielded | SleepState::Waiting { .. }
+        );
+        if busy {
+            return Err(PyRuntimeError::new_err(
+                "coroutine is being awaited already",
+            ));
+        }
+        Ok(())
+    }
+
     fn finish_waiting(&self, py: Python<'_>) {
         let old = std::mem::replace(&mut *self.state.lock().unwrap(), SleepState::Done);
         if let SleepState::Waiting { fut, timers } = old {
@@ -79,17 +94,16 @@ impl Stepper for Sleep {
                 drop(st);
                 let loop_ = awaitable::running_loop(py)?;
                 let fut = loop_.call_method0(intern!(py, "create_future"))?;
-                let timers = if me.delay.is_finite() {
-                    let timers = LoopTimers::for_loop(&loop_)?;
-                    let when = timers.get().now(py)? + me.delay;
-                    let waker = Waker::Future {
-                        fut: fut.clone().unbind(),
-                    };
-                    LoopTimers::insert(&timers, when, waker)?;
-                    Some(timers.unbind())
-                } else {
-                    None
+                // `inf` too gets an entry (never due): as stock's
+                // `call_later(inf)` handle, it keeps the sleeping task
+                // reachable from its loop.
+                let timers = LoopTimers::for_loop(&loop_)?;
+                let when = timers.get().now(py)? + me.delay;
+                let waker = Waker::Future {
+                    fut: fut.clone().unbind(),
                 };
+                LoopTimers::insert(&timers, when, waker)?;
+                let timers = Some(timers.unbind());
                 fut.setattr(intern!(py, "_asyncio_future_blocking"), true)?;
                 *me.state.lock().unwrap() = SleepState::Waiting {
                     fut: fut.clone().unbind(),
@@ -103,12 +117,14 @@ impl Stepper for Sleep {
             }
             SleepState::Waiting { fut, .. } => {
                 let fut = fut.clone_ref(py);
-                *st = SleepState::Done;
                 drop(st);
                 let fut = fut.bind(py);
                 if !fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+                    // Resumed before its timer: the sleep stays as it was.
                     return Err(awaitable::await_misuse());
                 }
+                let old = std::mem::replace(&mut *me.state.lock().unwrap(), SleepState::Done);
+                drop(old);
                 // Raises the future's exception if it was cancelled.
                 fut.call_method0(intern!(py, "result"))?;
                 Ok(Step::Return(me.result.clone_ref(py)))
@@ -122,8 +138,9 @@ impl Stepper for Sleep {
 
 #[pymethods]
 impl Sleep {
-    fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
+    fn __await__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.get().check_not_awaited()?;
+        Ok(slf)
     }
 
     fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -219,14 +236,18 @@ fn parse_delay(delay: &Bound<'_, PyAny>) -> PyResult<f64> {
     let d = if let Ok(f) = delay.cast::<PyFloat>() {
         f.value()
     } else if delay.is_instance_of::<PyInt>() {
-        // Huge ints saturate to +/-inf like a float comparison would.
-        delay.extract::<f64>().unwrap_or_else(|_| {
-            if delay.gt(0).unwrap_or(false) {
-                f64::INFINITY
-            } else {
+        // A huge negative int is just "no delay", as for asyncio (which only
+        // compares it with 0); a huge positive one cannot become a deadline:
+        // asyncio's `loop.time() + delay` raises OverflowError.
+        match delay.extract::<f64>() {
+            Ok(d) => d,
+            Err(e) => {
+                if delay.gt(0)? {
+                    return Err(e);
+                }
                 f64::NEG_INFINITY
             }
-        })
+        }
     } else {
         // Anything else is accepted when asyncio's `loop.time() + delay`
         // gives a float (a Fraction does, a Decimal or a str does not).
@@ -296,6 +317,49 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<LoopTimers>()?;
     m.add_function(wrap_pyfunction!(sleep, m)?)?;
     awaitable::patch_am_send::<Sleep>(m.py());
-    awaitable::patch_am_await_self::<Sleep>(m.py());
+    patch_am_await(m.py());
     Ok(())
+}
+
+/// `await sleep`: the object itself, by the `am_await` slot (no call through
+/// PyO3's method trampoline on this hot path), after the check a coroutine
+/// makes: a sleep suspended elsewhere raises `RuntimeError`.
+#[cfg(not(Py_LIMITED_API))]
+unsafe extern "C" fn sleep_am_await(obj: *mut pyo3::ffi::PyObject) -> *mut pyo3::ffi::PyObject {
+    let r = std::panic::catch_unwind(|| {
+        Python::attach(|py| {
+            let me = pyo3::Borrowed::from_ptr(py, obj).cast_unchecked::<Sleep>();
+            match me.get().check_not_awaited() {
+                Ok(()) => {
+                    pyo3::ffi::Py_INCREF(obj);
+                    obj
+                }
+                Err(e) => {
+                    e.restore(py);
+                    std::ptr::null_mut()
+                }
+            }
+        })
+    });
+    r.unwrap_or_else(|_| {
+        pyo3::ffi::PyErr_SetString(
+            pyo3::ffi::PyExc_SystemError,
+            c"rustasync: could not attach to the interpreter".as_ptr(),
+        );
+        std::ptr::null_mut()
+    })
+}
+
+fn patch_am_await(py: Python<'_>) {
+    #[cfg(not(Py_LIMITED_API))]
+    unsafe {
+        let tp = py.get_type::<Sleep>().as_type_ptr();
+        let am = (*tp).tp_as_async;
+        if !am.is_null() && (*am).am_await.is_some() {
+            (*am).am_await = Some(sleep_am_await);
+            pyo3::ffi::PyType_Modified(tp);
+        }
+    }
+    #[cfg(Py_LIMITED_API)]
+    let _ = py;
 }

@@ -10,8 +10,12 @@
 //! `asyncio.timeout`, `wait_for` and tools that patch the loop clock keep
 //! working. Cancelled entries are skipped when they come up, and the heap is
 //! rebuilt without them once they are the majority (as asyncio does with its
-//! own scheduled handles). A closed loop's timers are dropped when the next
-//! loop of the thread looks its timers up.
+//! own scheduled handles).
+//!
+//! The loop owns its timers through the armed handle; the thread's registry
+//! only finds them (weakly). A closed loop drops its scheduled handles, and
+//! with them its timers once no sleep refers to them; a collected loop takes
+//! them with it.
 
 use std::cell::RefCell;
 use std::cmp::Ordering;
@@ -19,6 +23,7 @@ use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
+use pyo3::types::{PyWeakrefMethods, PyWeakrefReference};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::gather::GatheringFuture;
@@ -75,18 +80,23 @@ impl Waker {
         }
     }
 
-    fn fire(self, py: Python<'_>) -> PyResult<()> {
+    /// Wake the sleeper; `Ok(false)` if it had been cancelled meanwhile.
+    fn fire(self, py: Python<'_>) -> PyResult<bool> {
         match self {
             Waker::Future { fut } => {
                 let fut = fut.bind(py);
-                if !fut.call_method0(intern!(py, "done"))?.is_truthy()? {
-                    fut.call_method1(intern!(py, "set_result"), (py.None(),))?;
+                if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+                    return Ok(false);
                 }
-                Ok(())
+                fut.call_method1(intern!(py, "set_result"), (py.None(),))?;
+                Ok(true)
             }
             Waker::Gather { link, index } => match link.get(py) {
-                Some(outer) => GatheringFuture::sleep_child_expired(outer.bind(py), index),
-                None => Ok(()),
+                Some(outer) if outer.get().sleep_child_pending(index) => {
+                    GatheringFuture::sleep_child_expired(outer.bind(py), index)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
             },
         }
     }
@@ -143,7 +153,13 @@ struct Heap {
 
 /// The timers of one event loop; called by the loop when the armed deadline
 /// passes.
-#[pyclass(frozen, module = "rustasync._rustasync", name = "_LoopTimers")]
+///
+/// Ownership: the loop owns its timers, through the armed `call_at` handle
+/// (armed whenever an entry is pending, at `inf` for sleeps that never
+/// expire, as stock's `call_later(inf)` does). The thread's registry holds
+/// them only weakly, so they never keep a loop alive, and a task sleeping
+/// on them is reachable from its loop exactly as with stock `asyncio.sleep`.
+#[pyclass(frozen, weakref, module = "rustasync._rustasync", name = "_LoopTimers")]
 pub struct LoopTimers {
     loop_: Py<PyAny>,
     resolution: f64,
@@ -170,23 +186,36 @@ impl LoopTimers {
     /// The timers of `loop_`, created on first use.
     pub fn for_loop<'py>(loop_: &Bound<'py, PyAny>) -> PyResult<Bound<'py, LoopTimers>> {
         let py = loop_.py();
-        REGISTRY.with(|reg| {
+        let ptr = loop_.as_ptr() as usize;
+        // Live timers hold their loop strongly, so while a slot's timers
+        // exist no other loop can have that address.
+        let found = REGISTRY.with(|reg| {
+            let reg = reg.borrow();
+            reg.iter()
+                .filter(|s| s.loop_ptr == ptr)
+                .find_map(|s| s.timers.bind(py).upgrade_as::<LoopTimers>().ok().flatten())
+        });
+        if let Some(t) = found {
+            return Ok(t);
+        }
+        let timers = Bound::new(py, LoopTimers::new(loop_))?;
+        let weak = PyWeakrefReference::new(&timers)?.unbind();
+        // A miss: forget the slots of timers that are gone (dropped outside
+        // the borrow).
+        let stale: Vec<Slot> = REGISTRY.with(|reg| {
             let mut reg = reg.borrow_mut();
-            let ptr = loop_.as_ptr() as usize;
-            // The timers hold a strong reference to their loop, so no other
-            // loop can have this address while the entry exists.
-            if let Some(slot) = reg.iter().find(|s| s.loop_ptr == ptr) {
-                return Ok(slot.timers.bind(py).clone());
-            }
-            // A miss: drop the timers of closed loops.
-            reg.retain(|s| s.still_useful(py));
-            let timers = Bound::new(py, LoopTimers::new(loop_))?;
+            let (live, stale) = std::mem::take(&mut *reg)
+                .into_iter()
+                .partition(|s| s.timers.bind(py).upgrade().is_some());
+            *reg = live;
             reg.push(Slot {
                 loop_ptr: ptr,
-                timers: timers.clone().unbind(),
+                timers: weak,
             });
-            Ok(timers)
-        })
+            stale
+        });
+        drop(stale);
+        Ok(timers)
     }
 
     /// The loop's current time.
@@ -223,17 +252,24 @@ impl LoopTimers {
 
     /// Note that one entry was cancelled; compact when they dominate.
     pub fn note_cancelled(&self, py: Python<'_>) {
-        let mut heap = self.heap.lock().unwrap();
-        heap.cancelled += 1;
-        if heap.cancelled >= COMPACT_MIN && heap.cancelled * 2 > heap.entries.len() {
-            let old = std::mem::take(&mut heap.entries);
-            heap.entries = old
-                .into_vec()
-                .into_iter()
-                .filter(|e| !e.waker.is_cancelled(py))
-                .collect();
-            heap.cancelled = 0;
-        }
+        let old = {
+            let mut heap = self.heap.lock().unwrap();
+            heap.cancelled += 1;
+            if heap.cancelled >= COMPACT_MIN && heap.cancelled * 2 > heap.entries.len() {
+                heap.cancelled = 0;
+                std::mem::take(&mut heap.entries)
+            } else {
+                return;
+            }
+        };
+        // Sorted out unlocked: telling a cancelled entry asks Python, and
+        // dropping one may run a finaliser that sleeps again.
+        let (live, dead): (Vec<Entry>, Vec<Entry>) = old
+            .into_vec()
+            .into_iter()
+            .partition(|e| !e.waker.is_cancelled(py));
+        self.heap.lock().unwrap().entries.extend(live);
+        drop(dead);
     }
 
     fn arm(slf: &Bound<'_, Self>, when: f64) -> PyResult<()> {
@@ -243,7 +279,13 @@ impl LoopTimers {
             .loop_
             .bind(py)
             .call_method1(intern!(py, "call_at"), (when, slf))?;
-        me.heap.lock().unwrap().armed = Some((when, handle.unbind()));
+        let old = me
+            .heap
+            .lock()
+            .unwrap()
+            .armed
+            .replace((when, handle.unbind()));
+        drop(old);
         Ok(())
     }
 
@@ -262,15 +304,14 @@ impl LoopTimers {
         let me = slf.get();
         let end = me.now(py)? + me.resolution;
         let mut due = Vec::new();
+        // The handle that just ran, dropped unlocked.
+        let fired;
         let next = {
             let mut heap = me.heap.lock().unwrap();
             // The loop decided the armed deadline is due even if its clock
             // reads a hair earlier (uvloop rounds to milliseconds).
-            let armed = heap
-                .armed
-                .take()
-                .map(|(w, _)| w)
-                .unwrap_or(f64::NEG_INFINITY);
+            fired = heap.armed.take();
+            let armed = fired.as_ref().map(|(w, _)| *w).unwrap_or(f64::NEG_INFINITY);
             let limit = if armed >= end { armed } else { end };
             while let Some(top) = heap.entries.peek() {
                 if top.when < limit || top.when <= armed {
@@ -279,20 +320,30 @@ impl LoopTimers {
                     break;
                 }
             }
-            heap.cancelled = heap
-                .cancelled
-                .saturating_sub(due.len())
-                .min(heap.entries.len());
             heap.entries.peek().map(|e| e.when)
         };
+        drop(fired);
         if let Some(when) = next {
             Self::arm(slf, when)?;
         }
         let mut first_err = None;
+        let mut were_cancelled = 0;
         for waker in due {
-            if let Err(e) = waker.fire(py) {
-                first_err.get_or_insert(e);
+            match waker.fire(py) {
+                Ok(true) => {}
+                Ok(false) => were_cancelled += 1,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
             }
+        }
+        if were_cancelled > 0 {
+            // Only entries that had been counted as cancelled leave the count.
+            let mut heap = me.heap.lock().unwrap();
+            heap.cancelled = heap
+                .cancelled
+                .saturating_sub(were_cancelled)
+                .min(heap.entries.len());
         }
         match first_err {
             Some(e) => Err(e),
@@ -330,21 +381,11 @@ impl LoopTimers {
 
 struct Slot {
     loop_ptr: usize,
-    timers: Py<LoopTimers>,
-}
-
-impl Slot {
-    fn still_useful(&self, py: Python<'_>) -> bool {
-        let loop_ = self.timers.get().loop_.bind(py);
-        let closed = loop_
-            .call_method0(intern!(py, "is_closed"))
-            .and_then(|c| c.is_truthy())
-            .unwrap_or(true);
-        !closed
-    }
+    timers: Py<PyWeakrefReference>,
 }
 
 thread_local! {
-    /// The timers of the loops that ran in this thread (usually one).
+    /// The timers of the loops that run in this thread (usually one), held
+    /// weakly: each loop owns its own.
     static REGISTRY: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
 }

@@ -483,6 +483,52 @@ impl<T> RecvTicket<T> {
     pub fn is_ready(&self) -> bool {
         self.done || !matches!(lock(&self.waiter.inner).slot, RecvSlot::Waiting)
     }
+
+    /// A handle that gives up this place in line from elsewhere (e.g. the
+    /// waker, when it finds that the receiver can never run again): the
+    /// ticket then stays pending for ever, and an item already handed to
+    /// it goes back first in line.
+    pub fn revoker(&self) -> RecvRevoker<T> {
+        RecvRevoker {
+            chan: Arc::downgrade(&self.chan),
+            waiter: Arc::downgrade(&self.waiter),
+        }
+    }
+}
+
+/// See [`RecvTicket::revoker`].
+pub struct RecvRevoker<T> {
+    chan: std::sync::Weak<Channel<T>>,
+    waiter: std::sync::Weak<Waiter<RecvSlot<T>>>,
+}
+
+impl<T> RecvRevoker<T> {
+    /// Give up the ticket's place; see [`RecvTicket::revoker`].
+    pub fn revoke(&self) {
+        if let (Some(chan), Some(waiter)) = (self.chan.upgrade(), self.waiter.upgrade()) {
+            give_up(&chan, &waiter);
+        }
+    }
+}
+
+/// Take a receiver out of line; put back an item it was handed.
+fn give_up<T>(chan: &Channel<T>, waiter: &Arc<Waiter<RecvSlot<T>>>) {
+    let mut wake = Wakeups::default();
+    {
+        let mut s = lock(&chan.state);
+        let mut w = lock(&waiter.inner);
+        match std::mem::replace(&mut w.slot, RecvSlot::Gone) {
+            RecvSlot::Waiting => {
+                s.receivers.retain(|r| !Arc::ptr_eq(r, waiter));
+            }
+            RecvSlot::Item(item) => {
+                drop(w);
+                s.put_back(item, &mut wake);
+            }
+            RecvSlot::Closed | RecvSlot::Gone => {}
+        }
+    }
+    wake.wake();
 }
 
 impl<T> Drop for RecvTicket<T> {
@@ -490,23 +536,7 @@ impl<T> Drop for RecvTicket<T> {
         if self.done {
             return;
         }
-        let mut wake = Wakeups::default();
-        {
-            let mut s = lock(&self.chan.state);
-            let mut w = lock(&self.waiter.inner);
-            match std::mem::replace(&mut w.slot, RecvSlot::Gone) {
-                RecvSlot::Waiting => {
-                    let me = &self.waiter;
-                    s.receivers.retain(|r| !Arc::ptr_eq(r, me));
-                }
-                RecvSlot::Item(item) => {
-                    drop(w);
-                    s.put_back(item, &mut wake);
-                }
-                RecvSlot::Closed | RecvSlot::Gone => {}
-            }
-        }
-        wake.wake();
+        give_up(&self.chan, &self.waiter);
     }
 }
 
