@@ -260,9 +260,9 @@ pub fn coroutine_function<'py>(
     ] {
         attrs.set_item(key, template.getattr(key)?)?;
     }
-    // 3.12+: what `inspect.markcoroutinefunction` sets.
-    if let Ok(mark) = py.import("inspect")?.getattr("_is_coroutine_mark") {
-        attrs.set_item("_is_coroutine_marker", mark)?;
+    // 3.12+: the marker `inspect.markcoroutinefunction` sets.
+    if let Ok(mark) = py.import("inspect")?.getattr("markcoroutinefunction") {
+        mark.call1((&wrapper,))?;
     }
     // What `asyncio.iscoroutinefunction` also accepts (3.11 to 3.13).
     if let Ok(mark) = py.import("asyncio.coroutines")?.getattr("_is_coroutine") {

@@ -73,8 +73,9 @@ def test_answers_under_install():
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="markcoroutinefunction is new in 3.12")
 def test_carries_the_markcoroutinefunction_marker():
+    marked = inspect.markcoroutinefunction(lambda: None)
     for f in (rustasync.sleep, rustasync.Queue.put):
-        assert f._is_coroutine_marker is inspect._is_coroutine_mark
+        assert f._is_coroutine_marker is marked._is_coroutine_marker
 
 
 def test_signatures_match_asyncio():
