@@ -21,7 +21,9 @@
 //! * Calls go straight through: the type uses vectorcall and is a method
 //!   descriptor (`Py_TPFLAGS_METHOD_DESCRIPTOR`), so `q.put(x)` and
 //!   `sleep(0)` pass their arguments on unchanged, with no bound method and
-//!   no tuple built, to the wrapped callable.
+//!   no tuple built, to the wrapped callable's C entry point. What remains
+//!   is the interpreter's general call path, which it does not specialise
+//!   for this type as it does for built-in functions: a few nanoseconds.
 //!
 //! The wrapped callable still does all the work; what it returns (a
 //! coroutine-like awaitable) is unchanged.
