@@ -324,6 +324,14 @@ def test_isinstance_and_issubclass(run):
     assert both(run, body) == (True, True, True, False, True, False, True, True, False, False)
 
 
+def test_the_classes_pickle_by_reference(run):
+    async def body():
+        classes = (asyncio.Queue, asyncio.LifoQueue, asyncio.PriorityQueue)
+        return [pickle.loads(pickle.dumps(c)) is c for c in classes]
+
+    assert both(run, body) == [True, True, True]
+
+
 def test_signatures_of_the_served_classes(run):
     async def body():
         return str(inspect.signature(asyncio.Queue)), inspect.iscoroutinefunction(asyncio.Queue.put)

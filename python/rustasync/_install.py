@@ -164,6 +164,8 @@ def served_queue_class(ours: type, stock: type) -> type:
     _PAIRS[served] = (ours, stock)
     _DUALS[served] = duals
     _SERVED[(ours, stock)] = served
+    # Where pickle looks a class up by its module and name.
+    globals().setdefault(stock.__name__, served)
     return served
 
 
