@@ -81,8 +81,8 @@ unsafe impl Send for Direct {}
 unsafe impl Sync for Direct {}
 
 impl Direct {
-    /// For a built-in function or method descriptor taking
-    /// `METH_FASTCALL | METH_KEYWORDS` (what PyO3 generates).
+    /// For a built-in function or method descriptor in one of the
+    /// conventions PyO3 generates; `None` sends calls through `func`.
     fn of(func: &Bound<'_, PyAny>) -> Option<Direct> {
         let p = func.as_ptr();
         // SAFETY: the casts follow the exact type checks before them.
