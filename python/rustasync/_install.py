@@ -213,6 +213,11 @@ def install() -> None:
     `asyncio.queues`. References taken before the call (`from asyncio import
     sleep` at import time) keep the stock objects.
 
+    `asyncio.Queue`, `LifoQueue` and `PriorityQueue` become subclasses of
+    rustasync's queues (with `__dict__` and weak references); a class that
+    subclasses one of them is built on asyncio's own queue class instead,
+    so it keeps asyncio's behaviour (see `ServedQueueMeta`).
+
     Calls nest: asyncio is restored by the `uninstall()` that matches the
     first `install()`.
 
