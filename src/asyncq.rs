@@ -25,6 +25,16 @@
 //! per batch (no per-line Python objects). All lines are emitted before the
 //! awaitable completes.
 //!
+//! # Cancellation
+//! When the awaitable is cancelled (or closed, or dropped before the run
+//! ended) the bridge drops its Rust future on the tokio runtime's next step.
+//! The run then stops: the emitter is marked cancelled, so no batch is
+//! handed to `emit` any more (lines not yet emitted are dropped), the
+//! producer and consumer tasks are aborted at their next await point, and
+//! the dedicated runtime's thread returns. A batch the loop was already
+//! about to emit before that step can still be emitted; the Python
+//! `_asyncq_engine.run()` drops it too.
+//!
 //! # Randomness
 //! Each task draws from its own SplitMix64 generator seeded with
 //! `seed ^ (task number × 0x9E3779B97F4A7C15)`, so with a `seed` the counts,
@@ -32,8 +42,10 @@
 //! not: tasks run on several threads). Without a seed one is taken from the
 //! clock. Items come from that generator rather than `os.urandom`.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyValueError;
@@ -156,23 +168,56 @@ struct Emitter {
     emit: Option<Py<PyAny>>,
     /// `emit` takes one `str` per batch instead of a list of lines.
     as_text: bool,
-    waker: Arc<LoopWaker>,
+    /// The loop `emit` runs on (`None` when there is no `emit`).
+    waker: Option<Arc<LoopWaker>>,
     error: Mutex<Option<PyErr>>,
     lines: AtomicU64,
+    /// The awaitable was cancelled: emit nothing more, stop the run.
+    cancelled: AtomicBool,
+    /// Woken by [`Emitter::cancel`], for the dedicated runtime's thread.
+    stop: tokio::sync::Notify,
 }
 
 impl Emitter {
+    fn new(emit: Option<Py<PyAny>>, as_text: bool, waker: Option<Arc<LoopWaker>>) -> Self {
+        Emitter {
+            buf: Mutex::new(Vec::new()),
+            spare: Mutex::new(Vec::new()),
+            queued: AtomicBool::new(false),
+            emit,
+            as_text,
+            waker,
+            error: Mutex::new(None),
+            lines: AtomicU64::new(0),
+            cancelled: AtomicBool::new(false),
+            stop: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Stop the run: nothing more reaches `emit`, and the dedicated
+    /// runtime's `block_on` returns.
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        // A stored permit: the thread may not be waiting yet.
+        self.stop.notify_one();
+    }
+
     fn add(self: &Arc<Self>, chunk: Chunk) {
         self.lines.fetch_add(chunk.lines, Ordering::Relaxed);
-        if self.emit.is_none() {
+        if self.is_cancelled() {
             return;
         }
+        let Some(waker) = &self.waker else { return };
         self.buf
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(chunk);
         if !self.queued.swap(true, Ordering::AcqRel) {
-            self.waker.push(self.clone());
+            waker.push(self.clone());
         }
     }
 
@@ -180,7 +225,7 @@ impl Emitter {
         self.queued.store(false, Ordering::Release);
         let chunks = std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()));
         let Some(emit) = &self.emit else { return };
-        if chunks.is_empty() {
+        if chunks.is_empty() || self.is_cancelled() {
             return;
         }
         let r = if self.as_text {
@@ -424,6 +469,8 @@ impl Sleeps {
     }
 }
 
+/// One producer; returns how many items it sent (fewer than it meant to
+/// when the channel was closed first).
 async fn produce(
     name: usize,
     mut rng: Rng,
@@ -435,23 +482,25 @@ async fn produce(
     let n = count.unwrap_or_else(|| rng.int(1, 10));
     let voice = Voice::new(&format!("Producer {name}"), "added");
     let mut out = Lines::new(&out);
-    for _ in 0..n {
+    let mut sent = 0;
+    while sent < n {
         sleeps.randsleep(&mut rng, &voice, &mut out).await;
         let value = rng.item();
         let made = sleeps.now();
-        let (sent, waited) = noting_suspend(ch.send(Item { value, made })).await;
+        let (r, waited) = noting_suspend(ch.send(Item { value, made })).await;
         if waited {
             sleeps.suspended();
         }
-        if sent.is_err() {
+        if r.is_err() {
             break;
         }
+        sent += 1;
         let l = out.start(&voice.head);
         l.extend_from_slice(&value.0);
         l.extend_from_slice(b"> to queue.\n");
         out.end_line();
     }
-    n
+    sent
 }
 
 async fn consume(
@@ -503,9 +552,12 @@ fn join_error(e: tokio::task::JoinError) -> PyErr {
 /// many tasks, as in asyncio); `shared_runtime=True` spawns them on the
 /// shared multi-thread runtime instead.
 ///
-/// Cancel safety: cancelling the awaiting task does not stop a run on the
-/// dedicated runtime (it finishes in the background, its lines dropped); on
-/// the shared runtime the tasks are dropped at their next await point.
+/// Cancel safety: cancelling the awaiting task (or closing or dropping the
+/// awaitable before the run ended) stops the run on the runtime's next
+/// step: from then on `emit` is not called (lines not yet emitted are
+/// dropped), and the producer and consumer tasks are dropped at their next
+/// await point, on either runtime. A batch already scheduled on the loop
+/// before that step may still be emitted (`_asyncq_engine.run()` drops it).
 #[pyfunction]
 #[pyo3(signature = (nprod = 5, ncon = 10, seed = None, zero_sleep = false, emit = None, items_per_producer = None, sleep_scale = 1.0, shared_runtime = false, as_text = false, yield_every = 1))]
 #[allow(clippy::too_many_arguments)]
@@ -538,16 +590,11 @@ pub fn run_asyncq(
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(444)
     });
-    let emitter = Arc::new(Emitter {
-        buf: Mutex::new(Vec::new()),
-        spare: Mutex::new(Vec::new()),
-        queued: AtomicBool::new(false),
-        emit,
-        as_text,
-        waker: current_loop_waker(py)?,
-        error: Mutex::new(None),
-        lines: AtomicU64::new(0),
-    });
+    let waker = match emit {
+        Some(_) => Some(current_loop_waker(py)?),
+        None => None,
+    };
+    let emitter = Arc::new(Emitter::new(emit, as_text, waker));
     if yield_every == 0 {
         return Err(PyValueError::new_err("yield_every must be at least 1"));
     }
@@ -560,6 +607,8 @@ pub fn run_asyncq(
         woke_at: None,
     };
     let rng = move |task: u64| Rng(seed ^ task.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let cancel = CancelOnDrop(Some(emitter.clone()));
+    let stop = emitter.clone();
     let sim = async move {
         let start = Instant::now();
         let ch = Arc::new(Channel::new(None));
@@ -588,6 +637,14 @@ pub fn run_asyncq(
                 tokio::spawn(fut)
             })
             .collect();
+        // Dropping the run (cancelled) drops its tasks too.
+        let _tasks = AbortOnDrop(
+            producers
+                .iter()
+                .chain(&consumers)
+                .map(|t| t.abort_handle())
+                .collect(),
+        );
         let mut produced = 0;
         let mut failure = None;
         for p in producers {
@@ -615,25 +672,79 @@ pub fn run_asyncq(
         })
     };
     if shared_runtime {
-        return crate::bridge::future_into_py(py, sim);
+        return crate::bridge::future_into_py(py, cancel.around(sim));
     }
     // One thread, many tasks: asyncio's model. Per item the work is tiny, so
     // handing items between worker threads would cost more than it gives.
-    crate::bridge::future_into_py(py, async move {
-        let run = move || {
-            let mut rt = tokio::runtime::Builder::new_current_thread();
-            if !zero_sleep {
-                rt.enable_time();
-            }
-            rt.build()
-                .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?
-                .block_on(sim)
-        };
-        match tokio::task::spawn_blocking(run).await {
-            Ok(r) => r,
-            Err(e) => Err(join_error(e)),
+    // The thread is not dropped with the awaitable: it watches `stop`.
+    let run = move || {
+        let mut rt = tokio::runtime::Builder::new_current_thread();
+        if !zero_sleep {
+            rt.enable_time();
         }
+        rt.build()
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?
+            .block_on(unless_cancelled(sim, &stop))
+    };
+    crate::bridge::future_into_py(
+        py,
+        cancel.around(async move {
+            match tokio::task::spawn_blocking(run).await {
+                Ok(r) => r,
+                Err(e) => Err(join_error(e)),
+            }
+        }),
+    )
+}
+
+/// Aborts the tasks when dropped.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Cancels the run when dropped before [`CancelOnDrop::around`]'s future
+/// finished: the bridge drops that future when the awaitable is cancelled,
+/// closed or dropped.
+struct CancelOnDrop(Option<Arc<Emitter>>);
+
+impl CancelOnDrop {
+    async fn around<T>(mut self, f: impl Future<Output = T>) -> T {
+        let out = f.await;
+        self.0 = None;
+        out
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(e) = self.0.take() {
+            e.cancel();
+        }
+    }
+}
+
+/// `f`, or a `CancelledError` as soon as the run is cancelled.
+async fn unless_cancelled<T>(
+    f: impl Future<Output = PyResult<T>>,
+    emitter: &Emitter,
+) -> PyResult<T> {
+    let mut f = std::pin::pin!(f);
+    let mut stopped = std::pin::pin!(emitter.stop.notified());
+    std::future::poll_fn(|cx| {
+        if emitter.is_cancelled() || stopped.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(pyo3::exceptions::asyncio::CancelledError::new_err(
+                "run cancelled",
+            )));
+        }
+        f.as_mut().poll(cx)
     })
+    .await
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -679,6 +790,71 @@ mod tests {
             let d = Duration::from_nanos(ns);
             assert_eq!(secs5(d), format!("{:.5}", d.as_secs_f64()), "{ns} ns");
         }
+    }
+
+    fn zero_sleeps() -> Sleeps {
+        Sleeps {
+            zero: true,
+            scale: 0.0,
+            yield_every: 1,
+            since_yield: 0,
+            clock_per_wakeup: false,
+            woke_at: None,
+        }
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn producer_counts_only_what_it_sent() {
+        let out = Arc::new(Emitter::new(None, false, None));
+        let ch = Arc::new(Channel::new(Some(2)));
+        let (sent, received) = block_on(async {
+            let p = tokio::spawn(produce(0, Rng(1), Some(5), ch.clone(), zero_sleeps(), out));
+            let first = ch.recv().await.is_ok();
+            ch.close();
+            (p.await.unwrap(), first)
+        });
+        assert!(received);
+        // One taken, two buffered when the channel closed: at most three.
+        assert!((1..5).contains(&sent), "sent {sent}");
+        assert_eq!(sent as usize, 1 + ch.len());
+    }
+
+    #[test]
+    fn producer_on_a_closed_channel_sends_nothing() {
+        let out = Arc::new(Emitter::new(None, false, None));
+        let ch = Arc::new(Channel::new(None));
+        ch.close();
+        let sent = block_on(produce(0, Rng(1), Some(5), ch, zero_sleeps(), out));
+        assert_eq!(sent, 0);
+    }
+
+    #[test]
+    fn a_cancelled_run_stops_and_adds_nothing() {
+        let out = Arc::new(Emitter::new(None, false, None));
+        let pending = std::future::pending::<PyResult<()>>();
+        out.cancel();
+        assert!(block_on(unless_cancelled(pending, &out)).is_err());
+        // Cancelled later, while waiting.
+        let out = Arc::new(Emitter::new(None, false, None));
+        let o = out.clone();
+        let r = block_on(async move {
+            let t = tokio::spawn(async move {
+                unless_cancelled(std::future::pending::<PyResult<()>>(), &o)
+                    .await
+                    .is_err()
+            });
+            tokio::task::yield_now().await;
+            out.cancel();
+            t.await.unwrap()
+        });
+        assert!(r);
     }
 
     #[test]

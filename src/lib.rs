@@ -13,6 +13,7 @@ pub mod channel;
 pub mod core;
 pub mod errors;
 pub mod gather;
+pub mod markers;
 pub mod queue;
 pub mod runtime;
 pub mod sleep;
@@ -34,6 +35,7 @@ fn _rustasync(m: &Bound<'_, PyModule>) -> PyResult<()> {
     channel::register(m)?;
     bridge::register(m)?;
     asyncq::register(m)?;
+    markers::register(m)?;
     #[cfg(feature = "test-hooks")]
     testhooks::register(m)?;
     Ok(())

@@ -146,10 +146,12 @@ def test_install_serves_rustasync_primitives() -> None:
     with rustasync.installed():
         assert asyncio.sleep is rustasync.sleep
         assert asyncio.gather is rustasync.gather
-        assert asyncio.Queue is rustasync.Queue
-        assert asyncio.LifoQueue is rustasync.LifoQueue
-        assert asyncio.PriorityQueue is rustasync.PriorityQueue
-        assert asyncio.queues.PriorityQueue is rustasync.PriorityQueue
+        # The served queue classes are rustasync's, made subclassable the
+        # way asyncio's are (tests/test_install_queues.py).
+        for name in ("Queue", "LifoQueue", "PriorityQueue"):
+            served = getattr(asyncio, name)
+            assert served.__bases__ == (getattr(rustasync, name),)
+            assert getattr(asyncio.queues, name) is served
 
         async def main():
             q = asyncio.Queue()
@@ -158,7 +160,8 @@ def test_install_serves_rustasync_primitives() -> None:
             return type(q), got
 
         kind, got = asyncio.run(main())
-        assert kind is rustasync.Queue
+        assert kind is asyncio.Queue
+        assert issubclass(kind, rustasync.Queue)
         assert got == [1, "slept"]
 
 
@@ -217,7 +220,7 @@ def test_run_serves_rustasync_to_the_script(tmp_path) -> None:
             print(asyncio.sleep is rustasync.sleep, sleep is rustasync.sleep)
             print(asyncio.tasks.gather is rustasync.gather)
             q = Queue()
-            print(type(q) is rustasync.Queue, isinstance(q, asyncio.queues.Queue))
+            print(isinstance(q, rustasync.Queue), isinstance(q, asyncio.queues.Queue))
             await q.put(await asyncio.gather(sleep(0.01, "a"), sleep(0, "b")))
             print(await q.get())
 

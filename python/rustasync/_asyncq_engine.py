@@ -9,6 +9,7 @@ Producers and consumers are tokio tasks exchanging items over a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -41,27 +42,54 @@ async def run(
     with ``yield_every=n`` yields on every n-th sleep of a task only (the
     same lines; coarser interleaving, see docs/channel.md).
     Returns ``{"produced", "consumed", "lines", "elapsed"}``.
+
+    Cancel safety: cancelling the task that awaits ``run()`` stops the run.
+    ``emit`` is not called once ``cancel()`` has been called, nor after
+    ``run()`` returned, raised or was closed; lines not emitted by then are
+    dropped.
     """
     if emit is None:
         emit, as_text = sys.stdout.write, True
+    guard = _EmitGuard(emit)
+    try:
+        return await _run_asyncq(
+            nprod,
+            ncon,
+            seed=seed,
+            zero_sleep=zero_sleep,
+            emit=guard,
+            items_per_producer=items_per_producer,
+            sleep_scale=sleep_scale,
+            as_text=as_text,
+            yield_every=yield_every,
+        )
+    finally:
+        guard.closed = True
 
-    return await _run_asyncq(
-        nprod,
-        ncon,
-        seed=seed,
-        zero_sleep=zero_sleep,
-        emit=emit,
-        items_per_producer=items_per_producer,
-        sleep_scale=sleep_scale,
-        as_text=as_text,
-        yield_every=yield_every,
-    )
+
+class _EmitGuard:
+    """``emit``, silenced once the run is over for its caller.
+
+    The Rust run stops when the cancellation reaches it, on the runtime's
+    next step; a batch already on its way to the loop by then is dropped
+    here. Over means: ``run()`` has left (``closed``), or the task running
+    it has been asked to cancel since the run started.
+    """
+
+    def __init__(self, emit: Callable[[Any], Any]) -> None:
+        self.emit = emit
+        self.closed = False
+        self.task = asyncio.current_task()
+        self.start = self.task.cancelling() if self.task is not None else 0
+
+    def __call__(self, batch: Any) -> Any:
+        if self.closed or (self.task is not None and self.task.cancelling() > self.start):
+            return None
+        return self.emit(batch)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line like the tutorial's script, plus --seed/--zero-sleep."""
-    import asyncio
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-p", "--nprod", type=int, default=5)
     parser.add_argument("-c", "--ncon", type=int, default=10)

@@ -8,16 +8,24 @@ versions. `uninstall()` puts back exactly the objects that were there before.
 Installs nest: each `install()` needs one `uninstall()`, and asyncio is
 restored when the last one is undone. See docs/running.md for what a program
 can and cannot observe.
+
+The queue classes are served as `served_queue_class()` classes: Python
+subclasses of rustasync's queues whose own subclasses are built on asyncio's
+queue classes instead (see `ServedQueueMeta`).
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import asyncio.queues
 import asyncio.tasks
 import contextlib
+import functools
+import inspect
 import threading
-from collections.abc import Iterator
+import types
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -42,6 +50,125 @@ _depth = 0
 _saved: dict[tuple[ModuleType, str], Any] = {}
 
 
+class ServedQueueMeta(abc.ABCMeta):
+    """The metaclass of the queue classes `install()` serves as asyncio's.
+
+    A served class `S` is a subclass of a rustasync queue class, so
+    `asyncio.Queue()` makes a rustasync queue. A class statement that
+    subclasses `S` (`class MyQueue(asyncio.Queue): ...`) gets the asyncio
+    queue class `S` stands for as its base instead: subclasses override
+    `_init`/`_put`/`_get`, `put_nowait`, `__init__` and read `_queue`,
+    which only asyncio's pure-Python implementation honours, so they run
+    exactly as on stock asyncio.
+
+    `isinstance`/`issubclass` against `S` accept both the rustasync class
+    and the asyncio class (a `MyQueue` is an `asyncio.Queue`, and so is a
+    served `asyncio.LifoQueue`). Reading a method of asyncio's class from
+    `S` itself (`asyncio.Queue.__init__(self, maxsize)`,
+    `asyncio.Queue.put_nowait(self, item)`, as older subclasses do) gives a
+    function that runs asyncio's method for instances of asyncio's class and
+    rustasync's for rustasync's.
+
+    The metaclass derives from `abc.ABCMeta`, so a subclass may also
+    inherit an `abc.ABC`; a base with any other metaclass than `type` or
+    `abc.ABCMeta` (say a `typing.Protocol`) makes the class statement raise
+    `TypeError: metaclass conflict`, where stock asyncio accepts it.
+    """
+
+    def __new__(mcls, name: str, bases: tuple[type, ...], ns: dict[str, Any], **kwargs: Any) -> Any:
+        stock_bases = tuple(_STOCK.get(b, b) for b in bases)
+        if stock_bases == bases:
+            return super().__new__(mcls, name, bases, ns, **kwargs)
+        meta, _, kwds = types.prepare_class(name, stock_bases, kwargs)
+        return meta(name, stock_bases, ns, **kwds)
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        pair = _PAIRS.get(cls)
+        if pair is None:
+            return super().__instancecheck__(obj)
+        return isinstance(obj, pair[0]) or isinstance(obj, pair[1])
+
+    def __subclasscheck__(cls, sub: Any) -> bool:
+        pair = _PAIRS.get(cls)
+        if pair is None:
+            return super().__subclasscheck__(sub)
+        return issubclass(sub, pair[0]) or issubclass(sub, pair[1])
+
+    def __getattribute__(cls, name: str) -> Any:
+        dual = _DUALS.get(cls, _NO_DUALS).get(name)
+        if dual is not None:
+            return dual
+        return super().__getattribute__(name)
+
+
+# served class -> the asyncio class it stands for, as a base
+_STOCK: dict[type, type] = {}
+# served class -> (rustasync class, asyncio class)
+_PAIRS: dict[type, tuple[type, type]] = {}
+# served class -> name -> the function `S.name` gives (see ServedQueueMeta)
+_DUALS: dict[type, dict[str, Callable[..., Any]]] = {}
+_NO_DUALS: dict[str, Callable[..., Any]] = {}
+# (rustasync class, asyncio class) -> served class
+_SERVED: dict[tuple[type, type], type] = {}
+
+
+def _dual(ours: Any, stock_fn: Callable[..., Any], stock: type) -> Callable[..., Any]:
+    """`stock_fn` for instances of `stock`, `ours` for the others."""
+    if ours is None:
+        return stock_fn
+    if inspect.iscoroutinefunction(stock_fn):
+
+        async def method_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(self, stock):
+                return await stock_fn(self, *args, **kwargs)
+            return await ours(self, *args, **kwargs)
+
+        return functools.wraps(stock_fn)(method_async)
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(self, stock):
+            return stock_fn(self, *args, **kwargs)
+        return ours(self, *args, **kwargs)
+
+    return functools.wraps(stock_fn)(method)
+
+
+def served_queue_class(ours: type, stock: type) -> type:
+    """The class `install()` serves in place of the asyncio queue `stock`.
+
+    A subclass of the rustasync queue `ours` with an instance `__dict__` and
+    weak references (as asyncio's queues have), under `ServedQueueMeta`.
+    One class per pair, so installs and uninstalls keep its identity.
+    """
+    served = _SERVED.get((ours, stock))
+    if served is not None:
+        return served
+    doc = (
+        f"{ours.__doc__}\n\nServed as `asyncio.{stock.__name__}` by rustasync.install(): "
+        f"a subclass of `rustasync.{ours.__name__}`; a class that subclasses it is "
+        f"built on asyncio's own `{stock.__name__}` instead."
+    )
+    ns = {
+        "__slots__": ("__dict__", "__weakref__"),
+        "__module__": __name__,
+        "__qualname__": stock.__name__,
+        "__doc__": doc,
+    }
+    served = ServedQueueMeta(stock.__name__, (ours,), ns)
+    duals: dict[str, Callable[..., Any]] = {}
+    for klass in reversed(stock.__mro__[:-1]):
+        for name, value in vars(klass).items():
+            if isinstance(value, types.FunctionType):
+                duals[name] = _dual(getattr(ours, name, None), value, stock)
+    _STOCK[served] = stock
+    _PAIRS[served] = (ours, stock)
+    _DUALS[served] = duals
+    _SERVED[(ours, stock)] = served
+    # Where pickle looks a class up by its module and name.
+    globals().setdefault(stock.__name__, served)
+    return served
+
+
 def _replacements() -> dict[str, Any]:
     """The rustasync objects to serve, by asyncio name.
 
@@ -59,13 +186,14 @@ def _replacements() -> dict[str, Any]:
         raise ImportError(
             f"this build of rustasync cannot serve asyncio's primitives: {exc}"
         ) from exc
-    table: dict[str, Any] = {
-        "sleep": sleep,
-        "gather": gather,
-        "Queue": Queue,
-        "LifoQueue": LifoQueue,
-        "PriorityQueue": PriorityQueue,
-    }
+    table: dict[str, Any] = {"sleep": sleep, "gather": gather}
+    for name, ours in (
+        ("Queue", Queue),
+        ("LifoQueue", LifoQueue),
+        ("PriorityQueue", PriorityQueue),
+    ):
+        stock = asyncio.queues.__dict__.get(name)
+        table[name] = served_queue_class(ours, stock) if isinstance(stock, type) else ours
     stock = getattr(asyncio.queues, "QueueShutDown", None)
     if stock is not None and not (
         isinstance(QueueShutDown, type) and issubclass(QueueShutDown, stock)
@@ -84,6 +212,11 @@ def install() -> None:
     The names are rebound on `asyncio` and on `asyncio.tasks` /
     `asyncio.queues`. References taken before the call (`from asyncio import
     sleep` at import time) keep the stock objects.
+
+    `asyncio.Queue`, `LifoQueue` and `PriorityQueue` become subclasses of
+    rustasync's queues (with `__dict__` and weak references); a class that
+    subclasses one of them is built on asyncio's own queue class instead,
+    so it keeps asyncio's behaviour (see `ServedQueueMeta`).
 
     Calls nest: asyncio is restored by the `uninstall()` that matches the
     first `install()`.

@@ -65,6 +65,18 @@ class GatheringFuture(Generic[_T]):
     def cancel(self, msg: Any | None = None) -> bool: ...
     def _make_cancelled_error(self) -> asyncio.CancelledError: ...
 
+@final
+class builtin_coroutine_function:
+    """A Rust callable that `inspect` and asyncio see as a coroutine function.
+
+    `sleep` and the awaitable queue methods are such objects; calling one
+    calls the Rust function with the same arguments.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __get__(self, obj: object | None, owner: type | None = None, /) -> Any: ...
+
+# At run time a `builtin_coroutine_function` wrapping the overloads below.
 @overload
 def sleep(delay: float) -> Sleep[None]: ...
 @overload

@@ -92,6 +92,12 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pyqueue::PyQueue>()?;
     m.add_class::<pyqueue::PyLifoQueue>()?;
     m.add_class::<pyqueue::PyPriorityQueue>()?;
+    // The methods asyncio writes `async def` answer `iscoroutinefunction`
+    // as asyncio's do (and the added awaitable methods alike).
+    crate::markers::mark_methods(
+        &py.get_type::<pyqueue::PyQueue>(),
+        &["put", "get", "join", "put_many", "get_many"],
+    )?;
     m.add_class::<op::QueueOp>()?;
     crate::awaitable::patch_am_send::<op::QueueOp>(py);
     crate::awaitable::patch_am_await_self::<op::QueueOp>(py);

@@ -1,0 +1,435 @@
+"""Programs that subclass asyncio's queues run unchanged under install().
+
+Each scenario is one body run twice: on stock asyncio, and with rustasync
+installed (class statements included, so a subclass of `asyncio.Queue` is
+made while rustasync serves the name). The results must be equal, and equal
+to what asyncio documents, so a scenario fails if either side is wrong.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import copy
+import gc
+import inspect
+import pickle
+import sys
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
+
+import pytest
+
+import rustasync
+
+T = TypeVar("T")
+
+
+def both(run, body: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """`run(body())` on stock asyncio and under install(); the two must agree."""
+    stock = run(body())
+    with rustasync.installed():
+        served = run(body())
+    assert served == stock
+    return stock
+
+
+# -- storage hooks: only asyncio's implementation honours them -----------------------------------
+
+
+def test_dedup_queue_overriding_init_put_get(run):
+    async def body():
+        class Dedup(asyncio.Queue):
+            def _init(self, maxsize):
+                self._queue = []
+
+            def _put(self, item):
+                if item not in self._queue:
+                    self._queue.append(item)
+
+            def _get(self):
+                return self._queue.pop(0)
+
+        q = Dedup()
+        for x in (1, 1, 2, 2):
+            await q.put(x)
+        return q.qsize(), [q.get_nowait() for _ in range(q.qsize())], q._unfinished_tasks
+
+    assert both(run, body) == (2, [1, 2], 4)
+
+
+def test_priority_queue_with_custom_key(run):
+    async def body():
+        import heapq
+
+        class ByLength(asyncio.PriorityQueue):
+            def _put(self, item):
+                heapq.heappush(self._queue, (len(item), item))
+
+            def _get(self):
+                return heapq.heappop(self._queue)[1]
+
+        q = ByLength()
+        for w in ("bbb", "a", "cc"):
+            q.put_nowait(w)
+        return [await q.get() for _ in range(3)]
+
+    assert both(run, body) == ["a", "cc", "bbb"]
+
+
+def test_format_override_shows_in_repr(run):
+    async def body():
+        class Tagged(asyncio.LifoQueue):
+            def _format(self):
+                return super()._format() + " tag=x"
+
+        q = Tagged(3)
+        return repr(q).split(" ", 3)[3], str(q)
+
+    assert both(run, body) == ("maxsize=3 tag=x>", "<Tagged maxsize=3 tag=x>")
+
+
+def test_reads_private_state(run):
+    async def body():
+        class Peek(asyncio.Queue):
+            def peek(self):
+                return self._queue[0]
+
+            def waiting(self):
+                return len(self._getters), self._unfinished_tasks
+
+        q = Peek()
+        q.put_nowait("a")
+        q.put_nowait("b")
+        return q.peek(), q.waiting()
+
+    assert both(run, body) == ("a", (0, 2))
+
+
+# -- constructors ---------------------------------------------------------------------------------
+
+
+def test_init_with_its_own_signature(run):
+    async def body():
+        class Named(asyncio.Queue):
+            def __init__(self, name):
+                super().__init__(maxsize=2)
+                self.name = name
+
+        q = Named("jobs")
+        await q.put(1)
+        await q.put(2)
+        return q.name, q.maxsize, q.full()
+
+    assert both(run, body) == ("jobs", 2, True)
+
+
+def test_keyword_only_init(run):
+    async def body():
+        class Labelled(asyncio.Queue):
+            def __init__(self, *, label, maxsize=0):
+                super().__init__(maxsize)
+                self.label = label
+
+        q = Labelled(label="x", maxsize=1)
+        return q.label, q.maxsize, vars(q)["label"]
+
+    assert both(run, body) == ("x", 1, "x")
+
+
+def test_explicit_base_class_calls(run):
+    """Older code calls the base class's methods by name, not through super()."""
+
+    async def body():
+        class Counting(asyncio.Queue):
+            def __init__(self, n=3):
+                asyncio.Queue.__init__(self, n)
+                self.count = 0
+
+            def put_nowait(self, item):
+                self.count += 1
+                asyncio.Queue.put_nowait(self, item)
+
+            async def get(self):
+                return ("got", await asyncio.Queue.get(self))
+
+        q = Counting()
+        await q.put(1)
+        await q.put(2)
+        return q.count, q.maxsize, await q.get()
+
+    assert both(run, body) == (2, 3, ("got", 1))
+
+
+# -- overridden public methods are honoured -------------------------------------------------------
+
+
+def test_put_calls_overridden_put_nowait(run):
+    async def body():
+        seen = []
+
+        class Logged(asyncio.Queue):
+            def put_nowait(self, item):
+                seen.append(item)
+                super().put_nowait(item)
+
+            def get_nowait(self):
+                return super().get_nowait() * 10
+
+        q = Logged()
+        await q.put(1)
+        await q.put(2)
+        return seen, await q.get(), await q.get()
+
+    assert both(run, body) == ([1, 2], 10, 20)
+
+
+def test_join_and_task_done_on_a_subclass(run):
+    async def body():
+        class Q(asyncio.Queue):
+            pass
+
+        q = Q()
+        order = []
+
+        async def worker():
+            while True:
+                item = await q.get()
+                order.append(item)
+                q.task_done()
+
+        for i in range(3):
+            q.put_nowait(i)
+        w = asyncio.create_task(worker())
+        await q.join()
+        w.cancel()
+        return order
+
+    assert both(run, body) == [0, 1, 2]
+
+
+def test_subclass_of_a_subclass(run):
+    async def body():
+        class Base(asyncio.Queue):
+            def describe(self):
+                return f"{type(self).__name__}:{self.qsize()}"
+
+        class Stack(Base):
+            def _init(self, maxsize):
+                self._queue = []
+
+            def _get(self):
+                return self._queue.pop()
+
+        s = Stack()
+        for i in range(3):
+            s.put_nowait(i)
+        return s.describe(), s.get_nowait()
+
+    assert both(run, body) == ("Stack:3", 2)
+
+
+# -- what an object of a normal Python class offers ------------------------------------------------
+
+
+def test_subclass_instances_are_ordinary_objects(run):
+    async def body():
+        class Q(asyncio.Queue):
+            pass
+
+        q = Q()
+        q.owner = "me"
+        ref = weakref.ref(q)
+        ws = weakref.WeakSet([q])
+        copied = copy.copy(q)
+        return ref() is q, q in ws, vars(q)["owner"], copied.owner, type(copied) is Q
+
+    assert both(run, body) == (True, True, "me", "me", True)
+
+
+with rustasync.installed():
+
+    class ModuleLevel(asyncio.Queue):
+        """Made under install() at module level, so pickle finds it by name."""
+
+
+def test_subclass_pickles_as_on_stock(run):
+    async def body():
+        q = ModuleLevel(5)
+        q.put_nowait("x")
+        back = pickle.loads(pickle.dumps(q))
+        return back.maxsize, back.get_nowait()
+
+    assert both(run, body) == (5, "x")
+
+
+def test_generic_subclasses(run):
+    async def body():
+        class IntQueue(asyncio.Queue[int]):
+            pass
+
+        class AnyQueue(asyncio.Queue, Generic[T]):
+            pass
+
+        a, b = IntQueue(), AnyQueue[str]()
+        a.put_nowait(1)
+        b.put_nowait("s")
+        return a.get_nowait(), b.get_nowait(), IntQueue.__orig_bases__[0].__args__
+
+    assert both(run, body) == (1, "s", (int,))
+
+
+def test_abc_mixin(run):
+    async def body():
+        class Closeable(abc.ABC):
+            @abc.abstractmethod
+            def close(self): ...
+
+        class Q(asyncio.Queue, Closeable):
+            def close(self):
+                return "closed"
+
+        class Half(asyncio.Queue, Closeable):
+            pass
+
+        with pytest.raises(TypeError):
+            Half()
+        return Q().close(), isinstance(Q(), Closeable)
+
+    assert both(run, body) == ("closed", True)
+
+
+def test_isinstance_and_issubclass(run):
+    async def body():
+        class Q(asyncio.Queue):
+            pass
+
+        class L(asyncio.LifoQueue):
+            pass
+
+        return (
+            isinstance(Q(), asyncio.Queue),
+            isinstance(L(), asyncio.Queue),
+            isinstance(L(), asyncio.LifoQueue),
+            isinstance(Q(), asyncio.LifoQueue),
+            isinstance(asyncio.LifoQueue(), asyncio.Queue),
+            isinstance(asyncio.PriorityQueue(), asyncio.LifoQueue),
+            issubclass(Q, asyncio.Queue),
+            issubclass(asyncio.PriorityQueue, asyncio.Queue),
+            issubclass(asyncio.Queue, asyncio.LifoQueue),
+            isinstance(object(), asyncio.Queue),
+        )
+
+    assert both(run, body) == (True, True, True, False, True, False, True, True, False, False)
+
+
+def test_the_classes_pickle_by_reference(run):
+    async def body():
+        classes = (asyncio.Queue, asyncio.LifoQueue, asyncio.PriorityQueue)
+        return [pickle.loads(pickle.dumps(c)) is c for c in classes]
+
+    assert both(run, body) == [True, True, True]
+
+
+def test_signatures_of_the_served_classes(run):
+    async def body():
+        return str(inspect.signature(asyncio.Queue)), inspect.iscoroutinefunction(asyncio.Queue.put)
+
+    assert both(run, body) == ("(maxsize=0)", True)
+
+
+# -- plain instances ---------------------------------------------------------------------------
+
+
+def test_plain_instances_take_attributes_and_weak_references(run):
+    async def body():
+        q = asyncio.Queue()
+        q.owner = "me"
+        ws = weakref.WeakSet()
+        ws.add(q)
+        return weakref.ref(q)() is q, len(ws), vars(q)["owner"]
+
+    assert both(run, body) == (True, 1, "me")
+
+
+def test_plain_instances_are_rustasync_queues():
+    with rustasync.installed():
+        for name in ("Queue", "LifoQueue", "PriorityQueue"):
+            q = getattr(asyncio, name)()
+            assert isinstance(q, getattr(rustasync, name))
+            assert not isinstance(q, getattr(asyncio.queues, "_LoopBoundMixin", ()))
+
+
+def test_plain_instances_refuse_copy_and_pickle():
+    """A documented difference: stock copies the queue's state, rustasync refuses loudly."""
+    with rustasync.installed():
+        q = asyncio.Queue()
+        with pytest.raises(TypeError):
+            copy.copy(q)
+        with pytest.raises(TypeError):
+            pickle.dumps(q)
+
+
+def test_weakly_referenced_queue_is_collected():
+    with rustasync.installed():
+        q = asyncio.Queue()
+        ref = weakref.ref(q)
+        del q
+        gc.collect()
+        assert ref() is None
+
+
+# -- lifecycle ------------------------------------------------------------------------------------
+
+
+def test_subclasses_keep_asyncio_base_after_uninstall():
+    with rustasync.installed():
+
+        class Q(asyncio.Queue):
+            pass
+
+        served = asyncio.Queue
+    assert Q.__mro__[1] is asyncio.Queue
+    with rustasync.installed():
+        assert asyncio.Queue is served
+
+
+def test_runner_runs_a_dedup_queue_program(tmp_path):
+    import subprocess
+    import textwrap
+
+    prog = tmp_path / "dedup.py"
+    prog.write_text(
+        textwrap.dedent(
+            """
+            import asyncio
+
+            class Dedup(asyncio.Queue):
+                def _init(self, maxsize):
+                    self._queue = []
+                def _put(self, item):
+                    if item not in self._queue:
+                        self._queue.append(item)
+                def _get(self):
+                    return self._queue.pop(0)
+
+            async def main():
+                q = Dedup()
+                for x in (1, 1, 2, 2):
+                    await q.put(x)
+                plain = asyncio.Queue()
+                print(q.qsize(), type(plain).__bases__[0].__module__)
+
+            asyncio.run(main())
+            """
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "rustasync", "run", str(prog)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "rustasync._rustasync"]
