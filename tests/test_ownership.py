@@ -14,7 +14,6 @@ import gc
 import math
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import weakref
