@@ -18,8 +18,8 @@
 //! # How it runs
 //!
 //! * The future is polled once, at once, on the calling thread inside the
-//!   tokio runtime's context (`pyo3_async_runtimes::tokio::get_runtime()`,
-//!   created lazily, once). If it is ready, the awaitable is already
+//!   tokio runtime's context ([`crate::runtime::tokio_runtime`], created
+//!   lazily, and again in a forked child). If it is ready, the awaitable is already
 //!   complete: awaiting it does not suspend and nothing crosses threads.
 //! * Otherwise it is spawned on the runtime. When it finishes, its output
 //!   is handed to the loop through the loop's wakeup batcher
@@ -48,6 +48,15 @@
 //! before it completed) aborts the tokio task, dropping the Rust future at
 //! its next suspension point. An output produced in the meantime is
 //! dropped.
+//!
+//! # Ownership
+//!
+//! The asyncio future the awaiting Task waits on is co-owned by the tokio
+//! task (which will resolve it) and the awaitable, so neither reports it
+//! to the garbage collector: like an executor thread that will set a
+//! result, the running Rust future keeps the waiting Task reachable until it
+//! finishes or is aborted (see docs/design.md). After `fork()` the child
+//! gets a fresh runtime on first use.
 
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
