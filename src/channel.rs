@@ -253,9 +253,11 @@ impl PyChannel {
         self.inner.is_empty()
     }
 
-    /// True if the queued items fill the capacity.
+    /// True if `send_nowait` would raise `QueueFull` now: the queued items
+    /// plus the capacity reserved for woken senders (`stats()["reserved"]`)
+    /// fill the bound, and no receiver is waiting.
     fn full(&self) -> bool {
-        self.inner.capacity().is_some_and(|c| self.inner.len() >= c)
+        self.inner.is_full()
     }
 
     /// True once `close()` has been called.
@@ -274,7 +276,9 @@ impl PyChannel {
     }
 
     /// A snapshot of the channel's counters, as a dict: `qsize`, `maxsize`,
-    /// `closed`, `waiting_senders`, `waiting_receivers`, `sent`, `received`.
+    /// `closed`, `waiting_senders`, `waiting_receivers`, `sent`, `received`,
+    /// `reserved` (capacity promised to senders that were woken for room and
+    /// have not sent yet; it counts against `maxsize` like a queued item).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.inner.stats();
         let d = PyDict::new(py);
@@ -285,15 +289,17 @@ impl PyChannel {
         d.set_item("waiting_receivers", s.waiting_receivers)?;
         d.set_item("sent", s.sent)?;
         d.set_item("received", s.received)?;
+        d.set_item("reserved", s.reserved)?;
         Ok(d)
     }
 
     fn __repr__(&self) -> String {
         let s = self.inner.stats();
         format!(
-            "<rustasync.Channel maxsize={} qsize={} closed={} waiting_senders={} waiting_receivers={}>",
+            "<rustasync.Channel maxsize={} qsize={} reserved={} closed={} waiting_senders={} waiting_receivers={}>",
             s.capacity.unwrap_or(0),
             s.len,
+            s.reserved,
             s.closed,
             s.waiting_senders,
             s.waiting_receivers
@@ -341,20 +347,25 @@ impl PyChannel {
     }
 
     /// Send every item of `items`, in order, waiting for room as needed
-    /// (awaitable).
+    /// (awaitable); resolves to the number of items sent.
     ///
     /// Raises:
     ///     ChannelClosed: the channel is or gets closed; a prefix of the
-    ///     items may have been sent.
+    ///     items may have been sent: the exception's `sent` attribute tells
+    ///     how many.
     ///
-    /// Cancel safety: on cancellation, a prefix of `items` has been sent
-    /// (check `stats()["sent"]`), the rest is not sent.
+    /// Cancel safety: on cancellation, a prefix of `items` has been sent,
+    /// the rest is not; keep the operation to read how many
+    /// (`op = ch.send_many(items)`, then `op.sent` after the
+    /// `CancelledError`), so a retry sends exactly the rest.
     fn send_many(&self, items: &Bound<'_, PyAny>) -> PyResult<SendManyOp> {
         let items: VecDeque<Py<PyAny>> = crate::args::iterate(items, "items")?
             .map(|i| i.map(Bound::unbind))
             .collect::<PyResult<_>>()?;
         Ok(SendManyOp {
             chan: self.inner.clone(),
+            total: items.len(),
+            sent: std::sync::atomic::AtomicUsize::new(0),
             state: Mutex::new(SendManyState { items, wait: None }),
         })
     }
@@ -436,32 +447,42 @@ impl PyChannel {
     ///
     /// Raises:
     ///     TimeoutError, ValueError, ChannelClosed: as `send_blocking`; a
-    ///     prefix of the items may have been sent.
+    ///     prefix of the items may have been sent: the exception's `sent`
+    ///     attribute tells how many.
+    ///
+    /// Returns the number of items sent (all of them).
     #[pyo3(signature = (items, timeout = None))]
     fn send_many_blocking(
         &self,
         py: Python<'_>,
         items: &Bound<'_, PyAny>,
         timeout: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
+    ) -> PyResult<usize> {
         let deadline = parse_timeout(timeout)?;
         let mut items: VecDeque<Py<PyAny>> = crate::args::iterate(items, "items")?
             .map(|i| i.map(Bound::unbind))
             .collect::<PyResult<_>>()?;
+        let total = items.len();
         match self.inner.try_send_many(&mut items) {
-            Err(_) => return Err(closed_err()),
-            Ok(_) if items.is_empty() => return Ok(()),
+            Err(_) => return Err(with_sent(py, closed_err(), 0)),
+            Ok(_) if items.is_empty() => return Ok(total),
             Ok(_) => {}
         }
         let chan = &self.inner;
-        let (r, sig) = blocking(py, |check| {
+        let ((r, left), sig) = blocking(py, |check| {
             let r = chan.send_many_blocking(&mut items, deadline, check);
             (r, items)
         });
-        match r.0 {
-            Ok(()) => Ok(()),
-            Err(SendTimeoutError::Timeout(())) => Err(PyTimeoutError::new_err("send timed out")),
-            Err(SendTimeoutError::Closed(())) => Err(closed_err()),
+        let sent = total - left.len();
+        drop(left);
+        match r {
+            Ok(()) => Ok(total),
+            Err(SendTimeoutError::Timeout(())) => Err(with_sent(
+                py,
+                PyTimeoutError::new_err("send timed out"),
+                sent,
+            )),
+            Err(SendTimeoutError::Closed(())) => Err(with_sent(py, closed_err(), sent)),
             Err(SendTimeoutError::Interrupted(())) => Err(sig.expect("interrupted by a signal")),
         }
     }
@@ -562,6 +583,15 @@ fn future_done(py: Python<'_>, wake: &Arc<FutureWake>) -> bool {
         .call_method0(pyo3::intern!(py, "done"))
         .and_then(|d| d.is_truthy())
         .unwrap_or(true)
+}
+
+/// `ChannelClosed`/`TimeoutError` of a batch send, with how many items went
+/// in as its `sent` attribute (the caller can retry exactly the rest).
+fn with_sent(py: Python<'_>, e: PyErr, sent: usize) -> PyErr {
+    if e.is_instance_of::<ChannelClosed>(py) || e.is_instance_of::<PyTimeoutError>(py) {
+        let _ = e.value(py).setattr(pyo3::intern!(py, "sent"), sent);
+    }
+    e
 }
 
 /// If the wakeup finds the receiver's loop closed, the receiver will never
@@ -894,14 +924,18 @@ struct SendManyState {
     wait: Option<Wait<SendTicket<Py<PyAny>>>>,
 }
 
-/// Awaitable returned by `Channel.send_many()`.
+/// Awaitable returned by `Channel.send_many()`; resolves to the number of
+/// items sent (all of them).
 ///
 /// Cancel safety: on cancellation a prefix of the items has been sent; the
-/// rest is not.
+/// rest is not. `sent` tells how many (also after `ChannelClosed`, which
+/// carries the same count as its `sent` attribute).
 #[pyclass(frozen, module = "rustasync._rustasync", name = "SendManyOp")]
 pub struct SendManyOp {
     chan: Arc<Core>,
     state: Mutex<SendManyState>,
+    total: usize,
+    sent: std::sync::atomic::AtomicUsize,
 }
 
 impl SendManyOp {
@@ -920,8 +954,8 @@ impl SendManyOp {
             let head = st.items.pop_front().expect("waiting on the head item");
             match w.ticket.poll(head, None) {
                 SendPoll::Sent => {}
-                SendPoll::Closed(_) => {
-                    st.items.clear();
+                SendPoll::Closed(head) => {
+                    st.items.push_front(head);
                     return Err(closed_err());
                 }
                 SendPoll::Pending(head) => {
@@ -932,8 +966,8 @@ impl SendManyOp {
                         match w.ticket.poll(head, Some(&waker)) {
                             SendPoll::Pending(head) => st.items.push_front(head),
                             SendPoll::Sent => {}
-                            SendPoll::Closed(_) => {
-                                st.items.clear();
+                            SendPoll::Closed(head) => {
+                                st.items.push_front(head);
                                 return Err(closed_err());
                             }
                         }
@@ -947,7 +981,6 @@ impl SendManyOp {
         }
         loop {
             if self.chan.try_send_many(&mut st.items).is_err() {
-                st.items.clear();
                 return Err(closed_err());
             }
             let Some(head) = st.items.pop_front() else {
@@ -956,8 +989,8 @@ impl SendManyOp {
             let (wake, waker) = new_wake(py)?;
             match self.chan.send_or_wait(head, &waker) {
                 SendStart::Sent => continue,
-                SendStart::Closed(_) => {
-                    st.items.clear();
+                SendStart::Closed(head) => {
+                    st.items.push_front(head);
                     return Err(closed_err());
                 }
                 SendStart::Wait(ticket, head) => {
@@ -986,12 +1019,28 @@ impl SendManyOp {
         // given up are dropped here, unlocked.
         let mut st = self.take_state();
         let r = self.advance(py, &mut st);
+        let sent = self.total - st.items.len();
+        self.sent.store(sent, std::sync::atomic::Ordering::Relaxed);
+        // Finished (sent, or closed): what is left is not sent, ever.
+        let leftover =
+            (!matches!(r, Ok(Some(_)))).then(|| (std::mem::take(&mut st.items), st.wait.take()));
         let old = std::mem::replace(
             &mut *self.state.lock().unwrap_or_else(|e| e.into_inner()),
             st,
         );
         drop(old);
-        r
+        drop(leftover);
+        match r {
+            Ok(None) => crate::awaitable::complete(py, sent.into_pyobject(py)?.into_any().unbind()),
+            Err(e) => Err(with_sent(py, e, sent)),
+            r => r,
+        }
+    }
+
+    /// How many items have been sent so far (a prefix of the items).
+    #[getter]
+    fn sent(&self) -> usize {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     #[pyo3(signature = (_value, /))]

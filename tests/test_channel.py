@@ -36,6 +36,7 @@ def test_nowait_fifo_capacity_and_stats():
         "waiting_receivers": 0,
         "sent": 3,
         "received": 3,
+        "reserved": 0,
     }
 
 
@@ -691,3 +692,91 @@ def test_interpreter_exit_with_daemon_threads_blocked_in_the_channel():
     for _ in range(3):
         p = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
         assert p.returncode == 0, p.stderr.decode()[-2000:]
+
+
+# -- what the channel reports agrees with what it does --
+
+
+def test_full_agrees_with_send_nowait_while_capacity_is_reserved(run) -> None:
+    async def main():
+        ch: Channel[int] = Channel(1)
+        ch.send_nowait(0)
+        sender = asyncio.get_running_loop().create_task(ch.send(1))
+        await asyncio.sleep(0.01)
+        assert ch.full()
+        assert ch.recv_nowait() == 0
+        # The woken sender holds the one unit of capacity until it runs.
+        assert ch.stats()["reserved"] == 1
+        assert ch.qsize() == 0
+        assert ch.full()
+        with pytest.raises(asyncio.QueueFull):
+            ch.send_nowait(2)
+        assert "reserved=1" in repr(ch)
+        await sender
+        assert ch.stats()["reserved"] == 0
+        assert ch.full() and ch.qsize() == 1
+        assert ch.recv_nowait() == 1
+        assert not ch.full()
+        ch.send_nowait(2)
+
+    run(main())
+
+
+def test_full_is_false_while_a_receiver_waits(run) -> None:
+    async def main():
+        ch: Channel[int] = Channel(1)
+        r = asyncio.get_running_loop().create_task(ch.recv())
+        await asyncio.sleep(0.01)
+        assert not ch.full()
+        ch.send_nowait(5)
+        assert await r == 5
+
+    run(main())
+
+
+# -- batch sends report how much went in --
+
+
+def test_send_many_returns_count_and_reports_partial_progress(run) -> None:
+    async def main():
+        ch: Channel[int] = Channel(2)
+        assert await ch.send_many([1, 2]) == 2
+        op = ch.send_many(range(10, 20))
+        task = asyncio.get_running_loop().create_task(_await(op))
+        await asyncio.sleep(0.01)
+        assert [ch.recv_nowait(), ch.recv_nowait()] == [1, 2]
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Exactly the first `op.sent` items went in; a retry sends the rest.
+        got = []
+        while not ch.empty():
+            got.append(ch.recv_nowait())
+        assert got == list(range(10, 10 + op.sent))
+        assert 1 <= op.sent < 10
+
+        op2 = ch.send_many(range(5))
+        t2 = asyncio.get_running_loop().create_task(_await(op2))
+        await asyncio.sleep(0.01)
+        ch.close()
+        with pytest.raises(ChannelClosed) as ei:
+            await t2
+        assert ei.value.sent == op2.sent == 2
+
+    async def _await(op):
+        return await op
+
+    run(main())
+
+
+def test_send_many_blocking_reports_partial_progress() -> None:
+    ch: Channel[int] = Channel(3)
+    assert ch.send_many_blocking([1]) == 1
+    with pytest.raises(TimeoutError) as ei:
+        ch.send_many_blocking(range(5), timeout=0.05)
+    assert ei.value.sent == 2
+    ch.close()
+    with pytest.raises(ChannelClosed) as ei2:
+        ch.send_many_blocking([1, 2])
+    assert ei2.value.sent == 0

@@ -95,6 +95,9 @@ pub struct Stats {
     pub waiting_receivers: usize,
     pub sent: u64,
     pub received: u64,
+    /// Capacity promised to woken senders that have not sent yet: it counts
+    /// against the bound, as queued items do.
+    pub reserved: usize,
 }
 
 /// Outcome of [`Channel::send_or_wait`].
@@ -261,7 +264,16 @@ impl<T> Channel<T> {
             waiting_receivers: s.receivers.len(),
             sent: s.sent,
             received: s.received,
+            reserved: s.reserved,
         }
+    }
+
+    /// True when a send would have to wait: no room (queued items plus
+    /// capacity reserved for woken senders fill the bound) and no receiver
+    /// waiting. Exactly when [`Channel::try_send`] reports `Full`.
+    pub fn is_full(&self) -> bool {
+        let s = lock(&self.state);
+        s.receivers.is_empty() && !s.has_room(self.capacity)
     }
 
     /// Close the channel. Returns `false` if it was already closed.
