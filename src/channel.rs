@@ -541,12 +541,21 @@ impl PyChannel {
         PyList::new(py, r.map_err(|e| recv_error(e, sig))?)
     }
 
+    // The queued items are reported only while this object owns the engine
+    // alone: an operation in flight, another `Channel` object or a tokio
+    // task sharing it may still receive them (docs/design.md, rule 1).
+    // Nobody can clone the engine meanwhile: every other way to it is gone.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if Arc::strong_count(&self.inner) != 1 {
+            return Ok(());
+        }
         self.inner.try_for_each_item(|item| visit.call(item))
     }
 
     fn __clear__(&self) {
-        drop(self.inner.take_all());
+        if Arc::strong_count(&self.inner) == 1 {
+            drop(self.inner.take_all());
+        }
     }
 }
 
@@ -597,6 +606,13 @@ fn with_sent(py: Python<'_>, e: PyErr, sent: usize) -> PyErr {
 /// If the wakeup finds the receiver's loop closed, the receiver will never
 /// run: give its place in line, and any item handed to it, back.
 fn revoke_if_dead(wake: &Arc<FutureWake>, ticket: &RecvTicket<Py<PyAny>>) {
+    let r = ticket.revoker();
+    wake.set_on_dead(Box::new(move || r.revoke()));
+}
+
+/// The same for a sender: its place, or the permit it was granted, passes
+/// on to the next sender.
+fn revoke_send_if_dead(wake: &Arc<FutureWake>, ticket: &SendTicket<Py<PyAny>>) {
     let r = ticket.revoker();
     wake.set_on_dead(Box::new(move || r.revoke()));
 }
@@ -827,6 +843,7 @@ impl SendOp {
                     SendStart::Sent => Ok(None),
                     SendStart::Closed(_) => Err(closed_err()),
                     SendStart::Wait(ticket, item) => {
+                        revoke_send_if_dead(&wake, &ticket);
                         let fut = wake.future().clone_ref(py);
                         *keep = Some(SendState::Waiting(Wait { ticket, wake }, item));
                         Ok(Some(fut))
@@ -840,6 +857,7 @@ impl SendOp {
                     let item = if future_done(py, &w.wake) {
                         // Resumed without a wakeup: wait on a new future.
                         let (wake, waker) = new_wake(py)?;
+                        revoke_send_if_dead(&wake, &w.ticket);
                         w.wake = wake;
                         match w.ticket.poll(item, Some(&waker)) {
                             SendPoll::Pending(item) => item,
@@ -962,6 +980,7 @@ impl SendManyOp {
                     st.items.push_front(head);
                     if future_done(py, &w.wake) {
                         let (wake, waker) = new_wake(py)?;
+                        revoke_send_if_dead(&wake, &w.ticket);
                         let head = st.items.pop_front().expect("just pushed");
                         match w.ticket.poll(head, Some(&waker)) {
                             SendPoll::Pending(head) => st.items.push_front(head),
@@ -994,6 +1013,7 @@ impl SendManyOp {
                     return Err(closed_err());
                 }
                 SendStart::Wait(ticket, head) => {
+                    revoke_send_if_dead(&wake, &ticket);
                     st.items.push_front(head);
                     let fut = wake.future().clone_ref(py);
                     st.wait = Some(Wait { ticket, wake });

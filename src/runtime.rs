@@ -159,9 +159,9 @@ impl LoopWaker {
         // The loop owns the reader, the reader owns the waker: the waker
         // (and its sockets) lives until the loop drops the reader, on close
         // or when the loop itself is collected.
-        let keep = w.clone();
+        let keep = ReaderGuard(w.clone());
         let reader = PyCFunction::new_closure(py, None, None, move |args, _kw| {
-            keep.run_pending(args.py());
+            keep.0.run_pending(args.py());
         })?;
         match event_loop.call_method1(pyo3::intern!(py, "add_reader"), (fd, reader)) {
             Ok(_) => Ok(w),
@@ -185,7 +185,7 @@ impl LoopWaker {
     /// Run `c` on the loop thread as soon as possible.
     pub fn push(&self, c: Arc<dyn Completion>) {
         if self.dead.load(Ordering::Acquire) {
-            return c.abandon();
+            return abandon_all(vec![c]);
         }
         if thread_key() == self.thread && self.generation == fork_generation() {
             Python::attach(|py| c.complete(py));
@@ -195,8 +195,16 @@ impl LoopWaker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(c);
+        if self.dead.load(Ordering::Acquire) {
+            // Killed between the check above and the push: nobody else will
+            // take what we just queued.
+            return self.kill();
+        }
         if !self.scheduled.swap(true, Ordering::AcqRel) {
-            let attached = unsafe { pyo3::ffi::PyGILState_Check() } == 1;
+            // Only a thread already attached asks Python (never one that
+            // would have to wait for the interpreter, nor one at exit).
+            let attached = unsafe { pyo3::ffi::PyGILState_Check() } == 1
+                && Python::try_attach(|_| ()).is_some();
             if attached && !Python::attach(|py| self.is_live(py)) {
                 // A thread that can ask finds the loop closed: its waiters
                 // will never run; give their places (and items) back.
@@ -249,9 +257,7 @@ impl LoopWaker {
         // Abandoned and dropped outside the lock: a completion may hold
         // Python objects, and abandoning one may wake others.
         let dropped = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        for c in dropped {
-            c.abandon();
-        }
+        abandon_all(dropped);
     }
 
     /// The drain: runs on the loop thread.
@@ -265,6 +271,55 @@ impl LoopWaker {
             c.complete(py);
         }
     }
+}
+
+/// Owned by the loop's reader callback: when the loop drops the reader (it
+/// closed its selector, or it was collected), the waker's loop is gone for
+/// good, and every wakeup still pending or yet to come is abandoned.
+struct ReaderGuard(Arc<LoopWaker>);
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        self.0.kill();
+    }
+}
+
+/// Abandon completions without recursion: abandoning one (a receiver giving
+/// its item back) can wake the next waiter of the same dead loop, whose
+/// abandonment is then queued here instead of nesting. Thousands of waiters
+/// on a closed loop cost a loop, not a deep stack.
+fn abandon_all(cs: Vec<Arc<dyn Completion>>) {
+    thread_local! {
+        static QUEUE: RefCell<Option<Vec<Arc<dyn Completion>>>> = const { RefCell::new(None) };
+    }
+    let nested = QUEUE
+        .try_with(|q| match &mut *q.borrow_mut() {
+            Some(queue) => {
+                queue.extend(cs.iter().cloned());
+                true
+            }
+            None => false,
+        })
+        .unwrap_or(false);
+    if nested {
+        return;
+    }
+    let _ = QUEUE.try_with(|q| *q.borrow_mut() = Some(Vec::new()));
+    let mut next = cs;
+    while !next.is_empty() {
+        for c in next {
+            c.abandon();
+        }
+        next = QUEUE
+            .try_with(|q| {
+                q.borrow_mut()
+                    .as_mut()
+                    .map(std::mem::take)
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+    }
+    let _ = QUEUE.try_with(|q| *q.borrow_mut() = None);
 }
 
 /// Schedule a drain from a thread that is not attached to the interpreter

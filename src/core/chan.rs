@@ -611,27 +611,58 @@ impl<T> Drop for SendTicket<T> {
         if self.done {
             return;
         }
-        let mut wake = Wakeups::default();
-        {
-            let mut s = lock(&self.chan.state);
-            let mut w = lock(&self.waiter.inner);
-            match std::mem::replace(&mut w.slot, SendSlot::Gone) {
-                SendSlot::Waiting => {
-                    let me = &self.waiter;
-                    s.senders.retain(|x| !Arc::ptr_eq(x, me));
-                }
-                SendSlot::Permit => {
-                    drop(w);
-                    s.reserved -= 1;
-                    if !s.closed {
-                        s.grant_permits(self.chan.capacity, &mut wake);
-                    }
-                }
-                SendSlot::Closed | SendSlot::Gone => {}
-            }
-        }
-        wake.wake();
+        give_up_send(&self.chan, &self.waiter);
     }
+}
+
+impl<T> SendTicket<T> {
+    /// A handle that gives up this place in line from elsewhere (the waker,
+    /// when the sender can never run again): a permit it was granted passes
+    /// on, and the ticket then stays pending for ever.
+    pub fn revoker(&self) -> SendRevoker<T> {
+        SendRevoker {
+            chan: Arc::downgrade(&self.chan),
+            waiter: Arc::downgrade(&self.waiter),
+        }
+    }
+}
+
+/// See [`SendTicket::revoker`].
+pub struct SendRevoker<T> {
+    chan: std::sync::Weak<Channel<T>>,
+    waiter: std::sync::Weak<Waiter<SendSlot>>,
+}
+
+impl<T> SendRevoker<T> {
+    /// Give up the ticket's place; see [`SendTicket::revoker`].
+    pub fn revoke(&self) {
+        if let (Some(chan), Some(waiter)) = (self.chan.upgrade(), self.waiter.upgrade()) {
+            give_up_send(&chan, &waiter);
+        }
+    }
+}
+
+/// Take a sender out of line; pass on a permit it was granted.
+fn give_up_send<T>(chan: &Channel<T>, waiter: &Arc<Waiter<SendSlot>>) {
+    let mut wake = Wakeups::default();
+    {
+        let mut s = lock(&chan.state);
+        let mut w = lock(&waiter.inner);
+        match std::mem::replace(&mut w.slot, SendSlot::Gone) {
+            SendSlot::Waiting => {
+                s.senders.retain(|x| !Arc::ptr_eq(x, waiter));
+            }
+            SendSlot::Permit => {
+                drop(w);
+                s.reserved -= 1;
+                if !s.closed {
+                    s.grant_permits(chan.capacity, &mut wake);
+                }
+            }
+            SendSlot::Closed | SendSlot::Gone => {}
+        }
+    }
+    wake.wake();
 }
 
 impl<T> Channel<T> {

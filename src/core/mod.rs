@@ -32,7 +32,7 @@ mod wait;
 mod tests;
 
 pub use chan::{
-    Channel, Closed, RecvPoll, RecvRevoker, RecvStart, RecvTicket, SendPoll, SendStart, SendTicket,
-    Stats, TryRecvError, TrySendError,
+    Channel, Closed, RecvPoll, RecvRevoker, RecvStart, RecvTicket, SendPoll, SendRevoker,
+    SendStart, SendTicket, Stats, TryRecvError, TrySendError,
 };
 pub use wait::{RecvTimeoutError, SendTimeoutError};
