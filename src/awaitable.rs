@@ -304,3 +304,22 @@ pub fn thrown(
     }
     Ok(PyErr::from_value(exc))
 }
+
+/// Warn as CPython does for a coroutine dropped before it ever ran:
+/// `RuntimeWarning: coroutine '<qualname>' was never awaited`, through the
+/// warning filters; if a filter turns it into an error, that error is
+/// reported as unraisable, as CPython does. Called from `Drop`, attached.
+pub fn warn_never_awaited(qualname: &str) {
+    // A drop can happen on a thread that is not attached (a Rust owner let
+    // go): only an attached thread warns.
+    let _ = Python::try_attach(|py| {
+        let msg = format!("coroutine '{qualname}' was never awaited");
+        let cat = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+        let r = std::ffi::CString::new(msg)
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
+            .and_then(|m| PyErr::warn(py, &cat, &m, 1));
+        if let Err(e) = r {
+            e.write_unraisable(py, None);
+        }
+    });
+}

@@ -366,6 +366,7 @@ impl PyChannel {
             chan: self.inner.clone(),
             total: items.len(),
             sent: std::sync::atomic::AtomicUsize::new(0),
+            started: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(SendManyState { items, wait: None }),
         })
     }
@@ -800,6 +801,36 @@ impl RecvOp {
     // waiting Task, reachable. See docs/design.md.
 }
 
+impl Drop for RecvOp {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if matches!(st, RecvState::Init) {
+            crate::awaitable::warn_never_awaited(match self.mode {
+                Mode::One => "Channel.recv",
+                Mode::Many(_) => "Channel.recv_many",
+                Mode::Iter => "Channel.__anext__",
+            });
+        }
+    }
+}
+
+impl Drop for SendOp {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if matches!(st, SendState::Init(_)) {
+            crate::awaitable::warn_never_awaited("Channel.send");
+        }
+    }
+}
+
+impl Drop for SendManyOp {
+    fn drop(&mut self) {
+        if !self.started.load(std::sync::atomic::Ordering::Relaxed) {
+            crate::awaitable::warn_never_awaited("Channel.send_many");
+        }
+    }
+}
+
 enum SendState {
     Init(Py<PyAny>),
     Waiting(Wait<SendTicket<Py<PyAny>>>, Py<PyAny>),
@@ -954,10 +985,14 @@ pub struct SendManyOp {
     state: Mutex<SendManyState>,
     total: usize,
     sent: std::sync::atomic::AtomicUsize,
+    /// Awaited, closed or thrown into at least once.
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl SendManyOp {
     fn take_state(&self) -> SendManyState {
+        self.started
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         SendManyState {
             items: std::mem::take(&mut st.items),

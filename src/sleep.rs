@@ -82,6 +82,18 @@ impl Sleep {
 
 impl Stepper for Sleep {
     fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
+        let r = Self::step_inner(slf);
+        if r.is_err() {
+            // As a coroutine: an exception out of a step finishes it.
+            let old = std::mem::replace(&mut *slf.get().state.lock().unwrap(), SleepState::Done);
+            drop(old);
+        }
+        r
+    }
+}
+
+impl Sleep {
+    fn step_inner(slf: &Bound<'_, Self>) -> PyResult<Step> {
         let py = slf.py();
         let me = slf.get();
         let mut st = me.state.lock().unwrap();
@@ -284,7 +296,9 @@ fn parse_delay(delay: &Bound<'_, PyAny>) -> PyResult<f64> {
 ///
 /// Like `asyncio.sleep`; differences: the delay is checked when `sleep()` is
 /// called (`TypeError` for a non-number, `ValueError` for NaN) instead of when
-/// it is awaited, and an un-awaited sleep is dropped without a warning.
+/// it is awaited (and a positive int too large for a float raises
+/// `OverflowError` there). Dropped without being awaited it warns
+/// `coroutine 'sleep' was never awaited`, as the coroutine does.
 /// `delay <= 0` yields to the loop exactly once; `float('inf')` sleeps until
 /// cancelled. All of a loop's sleeps share one Rust timer heap and one armed
 /// `loop.call_at`; expired sleeps wake in deadline order, then FIFO.
@@ -292,7 +306,9 @@ fn parse_delay(delay: &Bound<'_, PyAny>) -> PyResult<f64> {
 /// Raises:
 ///     TypeError: `delay` is not a real number.
 ///     ValueError: `delay` is NaN.
-///     RuntimeError: awaited with `delay > 0` outside a running event loop.
+///     OverflowError: `delay` is an int too large for a float.
+///     RuntimeError: awaited with `delay > 0` outside a running event loop,
+///     or awaited while it is suspended in another await (as a coroutine).
 ///
 /// Cancel safety: cancel-safe. Cancelling the awaiting task at any point
 /// drops the timer entry; the task gets `CancelledError` with the message
@@ -309,6 +325,15 @@ pub fn sleep(
         result: result.unwrap_or_else(|| py.None()),
         state: Mutex::new(SleepState::New),
     })
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if matches!(st, SleepState::New) {
+            awaitable::warn_never_awaited("sleep");
+        }
+    }
 }
 
 /// Register the sleep types and function.

@@ -5,6 +5,7 @@ import gc
 import random
 import threading
 import time
+import warnings
 import weakref
 
 import pytest
@@ -780,3 +781,23 @@ def test_send_many_blocking_reports_partial_progress() -> None:
     with pytest.raises(ChannelClosed) as ei2:
         ch.send_many_blocking([1, 2])
     assert ei2.value.sent == 0
+
+
+def test_unawaited_channel_ops_warn_like_coroutines() -> None:
+    ch: Channel[int] = Channel()
+    for make, name in (
+        (ch.recv, "recv"),
+        (lambda: ch.recv_many(2), "recv_many"),
+        (lambda: ch.send(1), "send"),
+        (lambda: ch.send_many([1]), "send_many"),
+    ):
+        with pytest.warns(RuntimeWarning, match=f"coroutine 'Channel.{name}' was never awaited"):
+            make()
+            gc.collect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ch.recv().close()
+        ch.send(1).close()
+        ch.send_many([1]).close()
+        gc.collect()
+    assert ch.qsize() == 0

@@ -13,6 +13,7 @@ import gc
 import json
 import subprocess
 import sys
+import warnings
 import weakref
 from pathlib import Path
 
@@ -91,6 +92,8 @@ def fill_queue_op_freelist() -> None:
     every later one would be reused memory that PyO3 0.30 does not re-track
     for the collector, which these tests would catch."""
     ops = [rustasync.Queue().get() for _ in range(100)]
+    for op in ops:
+        op.close()
     del ops
     gc.collect()
 
@@ -100,6 +103,8 @@ def test_reused_queue_ops_take_part_in_gc() -> None:
     q = rustasync.Queue()
     ops = [q.get(), q.put(1), q.join(), q.put_many([1]), q.get_many(1)]
     assert all(gc.is_tracked(op) for op in ops)
+    for op in ops:
+        op.close()
 
 
 def test_queue_item_referencing_its_queue_with_waiters(run) -> None:
@@ -135,13 +140,16 @@ def test_pending_ops_referencing_their_queue(run) -> None:
         q = rustasync.Queue(1)
         box = Box()
         q.put_nowait(box)
+        # Never awaited on purpose (they warn so when collected).
         box.ops = [q.get(), q.put(box), q.join(), q.put_many([box]), q.get_many(2)]
         op = q.put(box)
         box.fut = op.send(None)  # parked on a waiter future
         box.op = op
         return weakref.ref(box)
 
-    assert collected(run(main()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert collected(run(main()))
 
 
 def test_gather_child_result_referencing_the_gather(run) -> None:

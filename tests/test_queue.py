@@ -13,6 +13,7 @@ import heapq
 import re
 import sys
 import types
+import warnings
 
 import pytest
 from queue_impls import IMPLS, LOOPS, STOCK, run
@@ -829,12 +830,20 @@ def test_rust_async_for(arun):
     arun(main)
 
 
-def test_rust_unawaited_ops_do_not_warn():
-    q = rustasync.Queue()
-    q.get()
-    q.put(1)
-    q.join()
-    gc.collect()
+@pytest.mark.parametrize("mod", [asyncio, rustasync])
+def test_unawaited_ops_warn_like_coroutines(mod):
+    """asyncio's methods are coroutines: dropped un-awaited they warn
+    `coroutine 'Queue.get' was never awaited`; closed, they warn nothing."""
+    q = mod.Queue()
+    for make, name in ((q.get, "get"), (lambda: q.put(1), "put"), (q.join, "join")):
+        with pytest.warns(RuntimeWarning, match=f"coroutine 'Queue.{name}' was never awaited"):
+            make()
+            gc.collect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q.get().close()
+        q.put(1).close()
+        gc.collect()
     assert q.qsize() == 0
 
 

@@ -8,6 +8,7 @@ import fractions
 import gc
 import math
 import sys
+import warnings
 
 import pytest
 from hypothesis import given, settings
@@ -259,11 +260,26 @@ def test_bad_type_message_names_delay():
         rustasync.sleep("1")
 
 
-def test_unawaited_sleep_does_not_warn():
-    s = rustasync.sleep(1)
-    del s
-    gc.collect()
-    rustasync.sleep(1).close()
+def test_unawaited_sleep_warns_like_a_coroutine(impl):
+    """Dropped without being awaited: `RuntimeWarning: coroutine 'sleep' was
+    never awaited`, through the warning filters; closed, or finished by an
+    exception, it warns nothing."""
+    with pytest.warns(RuntimeWarning, match="coroutine 'sleep' was never awaited"):
+        s = impl.sleep(1)
+        del s
+        gc.collect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        impl.sleep(1).close()
+        s = impl.sleep(1)
+        with pytest.raises(RuntimeError, match="no running event loop"):
+            s.send(None)
+        del s
+        gc.collect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        impl.sleep(1)
+        gc.collect()
 
 
 def test_huge_ints_and_floats(impl, run, loop_kind):

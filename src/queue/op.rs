@@ -5,8 +5,9 @@
 //! loop does, it suspends on a real `loop.create_future()`, and it answers
 //! `send`, `throw` and `close`, so `asyncio.iscoroutine()` accepts it and it
 //! can be given to `create_task`, `wait_for`, `gather`, `TaskGroup`.
-//! Dropping or closing one that was never awaited does nothing and warns
-//! nothing.
+//! Closing one that was never awaited does nothing; dropping one that was
+//! never awaited (nor closed) warns `coroutine 'Queue.get' was never
+//! awaited`, as the coroutine would.
 
 use super::lock::{TryGuard, TryLock};
 use super::pyqueue::{is_done, py_lt, raise, PyQueue};
@@ -391,6 +392,9 @@ impl Drop for QueueOp {
     /// forgotten) leaves the waiter list, as a finalised coroutine would.
     fn drop(&mut self) {
         let st = self.state.get_mut();
+        if matches!(st.phase, Phase::Start) {
+            crate::awaitable::warn_never_awaited(&format!("Queue.{}", st.work.name()));
+        }
         if let Phase::Waiting(fut) = std::mem::replace(&mut st.phase, Phase::Done) {
             let which = st.work.list();
             Python::attach(|py| {
