@@ -21,21 +21,70 @@ use crate::awaitable::{self, next_result, Imports, Step, Stepper};
 use crate::sleep::Sleep;
 use crate::timers::{GatherLink, LoopTimers, Waker};
 
-/// The outcome of a sleep child (futures keep their own).
-enum SleepOutcome {
-    /// Waiting; holds the sleep's result.
-    Pending(Py<PyAny>),
-    /// The timer expired; the wrapping Task would finish next iteration.
-    Expired(Py<PyAny>),
+/// Where a sleep child is among the loop iterations a Task wrapping
+/// `asyncio.sleep` would take, so that outcomes and cancellability match
+/// stock asyncio iteration for iteration. Every move is one way, so a child
+/// enters each of the reporter's lists (`starting`, `fired`, `finished`) at
+/// most once and is reported once.
+enum SleepPhase {
+    /// A zero delay before its one yield (listed in `starting`).
+    Starting(Py<PyAny>),
+    /// Waiting for its deadline.
+    Waiting { value: Py<PyAny> },
+    /// The timer expired or the zero delay yielded: the wrapping Task would
+    /// finish next iteration, and can still be cancelled (listed in `fired`).
+    Ready(Py<PyAny>),
+    /// Finished with its value (listed in `finished` until reported).
     Done(Py<PyAny>),
+    /// Cancelled, with the message given to `cancel()` (listed in `fired`,
+    /// then `finished`, until reported).
     Cancelled(Option<Py<PyAny>>),
+}
+
+impl SleepPhase {
+    /// Move to the phase `next` makes of the current one.
+    fn advance(&mut self, next: impl FnOnce(SleepPhase) -> SleepPhase) {
+        let old = std::mem::replace(self, SleepPhase::Cancelled(None));
+        *self = next(old);
+    }
 }
 
 enum Child {
     /// A Task or future; its state is read from it.
     Future(Py<PyAny>),
     /// An adopted `rustasync.sleep`.
-    Sleep(SleepOutcome),
+    Sleep(SleepPhase),
+}
+
+/// A child and whether it was reported to the gather (each child counts
+/// once toward `nfinished`, however often it is reported).
+struct Slot {
+    child: Child,
+    reported: bool,
+}
+
+impl Slot {
+    fn new(child: Child) -> Self {
+        Slot {
+            child,
+            reported: false,
+        }
+    }
+
+    fn sleep_mut(&mut self) -> Option<&mut SleepPhase> {
+        match &mut self.child {
+            Child::Sleep(phase) => Some(phase),
+            Child::Future(_) => None,
+        }
+    }
+}
+
+/// A child's state as copied out of the gather's lock.
+enum ChildView {
+    Future(Py<PyAny>),
+    Value(Py<PyAny>),
+    Cancelled(Option<Py<PyAny>>),
+    Unfinished,
 }
 
 enum State {
@@ -47,19 +96,16 @@ enum State {
 struct Inner {
     state: State,
     callbacks: Vec<(Py<PyAny>, Py<PyAny>)>,
-    children: Vec<Child>,
+    children: Vec<Slot>,
     /// Child futures by address (they are kept alive in `children`).
     future_index: HashMap<usize, usize>,
     /// For each argument, the index of its (deduplicated) child.
     arg_child: Vec<usize>,
     nfinished: usize,
     cancel_requested: bool,
-    /// Sleep children move through the loop iterations a Task wrapping
-    /// `asyncio.sleep` would take, so that outcomes and cancellability match
-    /// stock asyncio iteration for iteration: `starting` (a zero sleep before
-    /// its one yield), `fired` (timer expired or cancelled, the Task would
-    /// finish next iteration; still cancellable), `finished` (reported to
-    /// the gather next iteration).
+    /// Sleep children by [`SleepPhase`]: `starting` (zero delays that yield
+    /// next iteration), `fired` (they finish next iteration), `finished`
+    /// (reported next iteration).
     starting: Vec<usize>,
     fired: Vec<usize>,
     finished: Vec<usize>,
@@ -124,27 +170,31 @@ impl SleepReports {
         let outer = slf.get().outer.bind(py);
         let (report, again) = {
             let mut inner = outer.get().inner.lock().unwrap();
+            let inner = &mut *inner;
             let report = std::mem::take(&mut inner.finished);
+            // Fired children finish now (cancelled ones stay cancelled) and
+            // are reported next iteration.
             let fired = std::mem::take(&mut inner.fired);
             for &i in &fired {
-                if let Child::Sleep(o) = &mut inner.children[i] {
-                    if let SleepOutcome::Pending(_) | SleepOutcome::Expired(_) = o {
-                        match std::mem::replace(o, SleepOutcome::Done(py.None())) {
-                            SleepOutcome::Pending(v) | SleepOutcome::Expired(v) => {
-                                *o = SleepOutcome::Done(v)
-                            }
-                            _ => unreachable!(),
-                        }
-                    }
+                if let Some(phase) = inner.children[i].sleep_mut() {
+                    phase.advance(|p| match p {
+                        SleepPhase::Ready(v) => SleepPhase::Done(v),
+                        other => other,
+                    });
                 }
             }
             inner.finished = fired;
-            // A zero sleep cancelled before its yield already went to `fired`.
-            let starting: Vec<usize> = std::mem::take(&mut inner.starting)
-                .into_iter()
-                .filter(|&i| !matches!(inner.children[i], Child::Sleep(SleepOutcome::Cancelled(_))))
-                .collect();
-            inner.fired = starting;
+            // Zero delays yield now; those cancelled before their yield went
+            // to `fired` when they were cancelled.
+            for i in std::mem::take(&mut inner.starting) {
+                if let Some(phase @ SleepPhase::Starting(_)) = inner.children[i].sleep_mut() {
+                    phase.advance(|p| match p {
+                        SleepPhase::Starting(v) => SleepPhase::Ready(v),
+                        other => other,
+                    });
+                    inner.fired.push(i);
+                }
+            }
             let again = !(inner.finished.is_empty() && inner.fired.is_empty());
             inner.reporter_scheduled = again;
             (report, again)
@@ -186,10 +236,15 @@ impl GatheringFuture {
         !matches!(self.inner.lock().unwrap().state, State::Pending)
     }
 
+    /// Whether sleep child `index` still waits for its deadline (the timer
+    /// heap's entry for it is live).
     pub(crate) fn sleep_child_pending(&self, index: usize) -> bool {
         matches!(
             self.inner.lock().unwrap().children.get(index),
-            Some(Child::Sleep(SleepOutcome::Pending(_)))
+            Some(Slot {
+                child: Child::Sleep(SleepPhase::Waiting { .. }),
+                ..
+            })
         )
     }
 
@@ -197,14 +252,11 @@ impl GatheringFuture {
     pub(crate) fn sleep_child_expired(slf: &Bound<'_, Self>, index: usize) -> PyResult<()> {
         {
             let mut inner = slf.get().inner.lock().unwrap();
-            match inner.children.get_mut(index) {
-                Some(Child::Sleep(o @ SleepOutcome::Pending(_))) => {
-                    if let SleepOutcome::Pending(v) =
-                        std::mem::replace(o, SleepOutcome::Cancelled(None))
-                    {
-                        *o = SleepOutcome::Expired(v);
-                    }
-                }
+            match inner.children.get_mut(index).and_then(Slot::sleep_mut) {
+                Some(phase @ SleepPhase::Waiting { .. }) => phase.advance(|p| match p {
+                    SleepPhase::Waiting { value, .. } => SleepPhase::Ready(value),
+                    other => other,
+                }),
                 _ => return Ok(()),
             }
             inner.fired.push(index);
@@ -212,36 +264,43 @@ impl GatheringFuture {
         Self::ensure_reporter(slf)
     }
 
+    /// What child `index` holds, cloned out of the lock (callers then call
+    /// into Python freely).
+    fn child_view(&self, py: Python<'_>, index: usize) -> ChildView {
+        match &self.inner.lock().unwrap().children[index].child {
+            Child::Future(f) => ChildView::Future(f.clone_ref(py)),
+            Child::Sleep(SleepPhase::Done(v)) => ChildView::Value(v.clone_ref(py)),
+            Child::Sleep(SleepPhase::Cancelled(msg)) => {
+                ChildView::Cancelled(msg.as_ref().map(|m| m.clone_ref(py)))
+            }
+            Child::Sleep(_) => ChildView::Unfinished,
+        }
+    }
+
     /// The child's `_make_cancelled_error()`.
     fn child_cancelled_error(&self, py: Python<'_>, index: usize) -> PyResult<Py<PyAny>> {
-        let inner = self.inner.lock().unwrap();
-        match &inner.children[index] {
-            Child::Future(f) => {
-                let f = f.clone_ref(py);
-                drop(inner);
-                Ok(f.bind(py)
-                    .call_method0(intern!(py, "_make_cancelled_error"))?
-                    .unbind())
-            }
-            Child::Sleep(SleepOutcome::Cancelled(msg)) => {
-                let msg = msg.as_ref().map(|m| m.clone_ref(py));
-                drop(inner);
-                Ok(awaitable::cancelled_error(py, msg.as_ref())?
+        match self.child_view(py, index) {
+            ChildView::Future(f) => Ok(f
+                .bind(py)
+                .call_method0(intern!(py, "_make_cancelled_error"))?
+                .unbind()),
+            ChildView::Cancelled(msg) => Ok(awaitable::cancelled_error(py, msg.as_ref())?
+                .into_value(py)
+                .into_any()),
+            ChildView::Value(_) | ChildView::Unfinished => {
+                Ok(awaitable::cancelled_error(py, None)?
                     .into_value(py)
                     .into_any())
             }
-            Child::Sleep(_) => Ok(awaitable::cancelled_error(py, None)?
-                .into_value(py)
-                .into_any()),
         }
     }
 
     /// (cancelled, exception or None) of a finished child.
     fn child_outcome(&self, py: Python<'_>, index: usize) -> PyResult<(bool, Option<Py<PyAny>>)> {
-        let fut = match &self.inner.lock().unwrap().children[index] {
-            Child::Future(f) => f.clone_ref(py),
-            Child::Sleep(SleepOutcome::Cancelled(_)) => return Ok((true, None)),
-            Child::Sleep(_) => return Ok((false, None)),
+        let fut = match self.child_view(py, index) {
+            ChildView::Future(f) => f,
+            ChildView::Cancelled(_) => return Ok((true, None)),
+            ChildView::Value(_) | ChildView::Unfinished => return Ok((false, None)),
         };
         let fut = fut.bind(py);
         if truthy(fut, intern!(py, "cancelled"))? {
@@ -257,6 +316,9 @@ impl GatheringFuture {
         let me = slf.get();
         let (nfinished, nfuts) = {
             let mut inner = me.inner.lock().unwrap();
+            if std::mem::replace(&mut inner.children[index].reported, true) {
+                return Ok(());
+            }
             inner.nfinished += 1;
             (inner.nfinished, inner.children.len())
         };
@@ -300,15 +362,11 @@ impl GatheringFuture {
 
     /// The value a finished child contributes to the result list.
     fn child_value(&self, py: Python<'_>, index: usize) -> PyResult<Py<PyAny>> {
-        let fut = match &self.inner.lock().unwrap().children[index] {
-            Child::Future(f) => f.clone_ref(py),
-            Child::Sleep(SleepOutcome::Done(v)) => return Ok(v.clone_ref(py)),
-            Child::Sleep(SleepOutcome::Cancelled(msg)) => {
-                return cancelled_in_results(py, msg.as_ref())
-            }
-            Child::Sleep(SleepOutcome::Pending(_) | SleepOutcome::Expired(_)) => {
-                return Ok(py.None())
-            }
+        let fut = match self.child_view(py, index) {
+            ChildView::Future(f) => f,
+            ChildView::Value(v) => return Ok(v),
+            ChildView::Cancelled(msg) => return cancelled_in_results(py, msg.as_ref()),
+            ChildView::Unfinished => return Ok(py.None()),
         };
         let fut = fut.bind(py);
         if truthy(fut, intern!(py, "cancelled"))? {
@@ -562,14 +620,17 @@ impl GatheringFuture {
         for i in 0..n {
             let fut = {
                 let mut inner = me.inner.lock().unwrap();
-                match &mut inner.children[i] {
+                match &mut inner.children[i].child {
                     Child::Future(f) => Some(f.clone_ref(py)),
                     Child::Sleep(
-                        outcome @ (SleepOutcome::Pending(_) | SleepOutcome::Expired(_)),
+                        phase @ (SleepPhase::Starting(_)
+                        | SleepPhase::Waiting { .. }
+                        | SleepPhase::Ready(_)),
                     ) => {
-                        let expired = matches!(outcome, SleepOutcome::Expired(_));
-                        *outcome = SleepOutcome::Cancelled(msg.as_ref().map(|m| m.clone_ref(py)));
-                        if !expired {
+                        // A ready child is listed in `fired` already.
+                        let list = !matches!(phase, SleepPhase::Ready(_));
+                        *phase = SleepPhase::Cancelled(msg.as_ref().map(|m| m.clone_ref(py)));
+                        if list {
                             inner.fired.push(i);
                         }
                         None
@@ -629,14 +690,17 @@ impl GatheringFuture {
             visit.call(cb)?;
             visit.call(ctx)?;
         }
-        for c in &inner.children {
-            match c {
+        for slot in &inner.children {
+            match &slot.child {
                 Child::Future(f) => visit.call(f)?,
                 Child::Sleep(
-                    SleepOutcome::Done(v) | SleepOutcome::Pending(v) | SleepOutcome::Expired(v),
+                    SleepPhase::Starting(v)
+                    | SleepPhase::Waiting { value: v, .. }
+                    | SleepPhase::Ready(v)
+                    | SleepPhase::Done(v),
                 ) => visit.call(v)?,
-                Child::Sleep(SleepOutcome::Cancelled(Some(m))) => visit.call(m)?,
-                _ => {}
+                Child::Sleep(SleepPhase::Cancelled(Some(m))) => visit.call(m)?,
+                Child::Sleep(SleepPhase::Cancelled(None)) => {}
             }
         }
         Ok(())
@@ -852,10 +916,14 @@ pub fn gather<'py>(
             Kind::Sleep(s) => {
                 let s = s.get();
                 {
+                    let value = s.result.clone_ref(py);
+                    let phase = if s.delay <= 0.0 {
+                        SleepPhase::Starting(value)
+                    } else {
+                        SleepPhase::Waiting { value }
+                    };
                     let mut inner = outer.get().inner.lock().unwrap();
-                    inner
-                        .children
-                        .push(Child::Sleep(SleepOutcome::Pending(s.result.clone_ref(py))));
+                    inner.children.push(Slot::new(Child::Sleep(phase)));
                     inner.arg_child.push(index);
                     if s.delay <= 0.0 {
                         inner.starting.push(index);
@@ -894,7 +962,9 @@ pub fn gather<'py>(
                 {
                     let mut inner = outer.get().inner.lock().unwrap();
                     inner.future_index.insert(fut.as_ptr() as usize, index);
-                    inner.children.push(Child::Future(fut.clone().unbind()));
+                    inner
+                        .children
+                        .push(Slot::new(Child::Future(fut.clone().unbind())));
                     inner.arg_child.push(index);
                 }
                 if report_done_now && fut.call_method0(intern!(py, "done"))?.is_truthy()? {

@@ -12,6 +12,10 @@ from hypothesis import strategies as st
 
 import rustasync
 
+# Stock asyncio, for tests that compare a run on the implementation under
+# test with a run on stock.
+STOCK = types.SimpleNamespace(sleep=asyncio.sleep, gather=asyncio.gather)
+
 
 async def value(v, delay=0.0):
     await asyncio.sleep(delay)
@@ -103,9 +107,7 @@ def test_return_exceptions_in_place(impl, run):
     assert names == [1, "ValueError", "CancelledError", 4]
     # The message stock asyncio keeps for a cancelled task differs between
     # versions; whatever it is, rustasync matches it.
-    stock = asyncio.run(
-        main(impl=types.SimpleNamespace(sleep=asyncio.sleep, gather=asyncio.gather))
-    )
+    stock = asyncio.run(main(impl=STOCK))
     assert cancel_args == stock[1]
 
 
@@ -158,6 +160,52 @@ def test_child_cancelled_from_outside(impl, run):
         return ei.value.args, await other
 
     assert run(main()) == (("from outside",), "o")
+
+
+async def stubborn(value, cleanup_steps=3):
+    """A child that takes a few iterations to finish once cancelled."""
+    try:
+        await asyncio.sleep(10)
+    except asyncio.CancelledError:
+        for _ in range(cleanup_steps):
+            await asyncio.sleep(0)
+    return value
+
+
+@pytest.mark.parametrize("return_exceptions", [False, True])
+@pytest.mark.parametrize("hops", range(5))
+def test_cancel_at_each_iteration_of_a_zero_sleep_child(impl, run, hops, return_exceptions):
+    """Cancelling the gather `hops` iterations after it was created, while a
+    `sleep(0)` child starts, yields, finishes and is reported, with a sibling
+    that takes iterations to give up: the same outcome, in the same
+    iteration, as stock (regression: cancelled in the iteration after its
+    yield, the sleep child was reported twice; with `return_exceptions=True`
+    the gather then read the unfinished sibling, the loop's handler got
+    `InvalidStateError`, and the gather never completed)."""
+
+    async def main(impl):
+        loop = asyncio.get_running_loop()
+        errors = []
+        loop.set_exception_handler(lambda _, ctx: errors.append(repr(ctx.get("exception"))))
+        g = impl.gather(impl.sleep(0, "z"), stubborn("s"), return_exceptions=return_exceptions)
+        for _ in range(hops):
+            await asyncio.sleep(0)
+        accepted = g.cancel("c")
+        iterations = 0
+        while not g.done() and iterations < 50:
+            await asyncio.sleep(0)
+            iterations += 1
+        if not g.done():
+            return accepted, "never done", errors
+        try:
+            res = [r if isinstance(r, str) else type(r).__name__ for r in g.result()]
+        except asyncio.CancelledError as e:
+            res = ("CancelledError", e.args)
+        return accepted, iterations, res, errors
+
+    got = run(main(impl))
+    assert got[-1] == [] and got[1] != "never done"
+    assert got == run(main(STOCK))
 
 
 def test_cancel_after_done_returns_false(impl, run):
