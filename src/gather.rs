@@ -42,6 +42,24 @@ enum SleepPhase {
 }
 
 impl SleepPhase {
+    /// Cancel the child if it is not finished. Returns the value it held (to
+    /// drop once the gather is unlocked) and whether it must be listed in
+    /// `fired` (a ready child is there already).
+    fn cancel(&mut self, py: Python<'_>, msg: Option<&Py<PyAny>>) -> Option<(Py<PyAny>, bool)> {
+        let list = match self {
+            SleepPhase::Starting(_) | SleepPhase::Waiting { .. } => true,
+            SleepPhase::Ready(_) => false,
+            SleepPhase::Done(_) | SleepPhase::Cancelled(_) => return None,
+        };
+        let cancelled = SleepPhase::Cancelled(msg.map(|m| m.clone_ref(py)));
+        match std::mem::replace(self, cancelled) {
+            SleepPhase::Starting(v) | SleepPhase::Waiting { value: v } | SleepPhase::Ready(v) => {
+                Some((v, list))
+            }
+            SleepPhase::Done(_) | SleepPhase::Cancelled(_) => unreachable!(),
+        }
+    }
+
     /// Move to the phase `next` makes of the current one.
     fn advance(&mut self, next: impl FnOnce(SleepPhase) -> SleepPhase) {
         let old = std::mem::replace(self, SleepPhase::Cancelled(None));
@@ -387,6 +405,8 @@ impl GatheringFuture {
         let (callbacks, link) = {
             let mut inner = me.inner.lock().unwrap();
             if !matches!(inner.state, State::Pending) {
+                // `state` is dropped, and the error built, unlocked.
+                drop(inner);
                 return Err(awaitable::invalid_state(py, "invalid state"));
             }
             inner.log_traceback = matches!(state, State::Exception(_));
@@ -442,16 +462,26 @@ impl GatheringFuture {
         Ok(())
     }
 
-    fn result_of(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+    /// The outcome, cloned out of the lock: `None` while pending. Reading it
+    /// counts as retrieving the exception.
+    fn outcome(&self, py: Python<'_>) -> Option<Result<Py<PyAny>, Py<PyAny>>> {
         let mut inner = self.inner.lock().unwrap();
         match &inner.state {
-            State::Pending => Err(awaitable::invalid_state(py, "Result is not set.")),
-            State::Result(v) => Ok(v.clone_ref(py)),
+            State::Pending => None,
+            State::Result(v) => Some(Ok(v.clone_ref(py))),
             State::Exception(e) => {
                 let e = e.clone_ref(py);
                 inner.log_traceback = false;
-                Err(PyErr::from_value(e.into_bound(py)))
+                Some(Err(e))
             }
+        }
+    }
+
+    fn result_of(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match self.outcome(py) {
+            None => Err(awaitable::invalid_state(py, "Result is not set.")),
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(PyErr::from_value(e.into_bound(py))),
         }
     }
 }
@@ -538,15 +568,10 @@ impl GatheringFuture {
 
     /// The exception (None if it succeeded); raises if cancelled or not done.
     fn exception(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let mut inner = self.inner.lock().unwrap();
-        match &inner.state {
-            State::Pending => Err(awaitable::invalid_state(py, "Exception is not set.")),
-            State::Result(_) => Ok(None),
-            State::Exception(e) => {
-                let e = e.clone_ref(py);
-                inner.log_traceback = false;
-                Ok(Some(e))
-            }
+        match self.outcome(py) {
+            None => Err(awaitable::invalid_state(py, "Exception is not set.")),
+            Some(Ok(_)) => Ok(None),
+            Some(Err(e)) => Ok(Some(e)),
         }
     }
 
@@ -615,46 +640,52 @@ impl GatheringFuture {
         if me.is_done() {
             return Ok(false);
         }
-        let n = me.inner.lock().unwrap().children.len();
+        // As asyncio, once per argument: a repeated Task is asked twice (its
+        // `cancelling()` count says so).
+        let nargs = me.inner.lock().unwrap().arg_child.len();
         let mut ret = false;
-        for i in 0..n {
-            let fut = {
-                let mut inner = me.inner.lock().unwrap();
+        let mut sleeps_cancelled = false;
+        for arg in 0..nargs {
+            let (fut, value) = {
+                let mut guard = me.inner.lock().unwrap();
+                let inner = &mut *guard;
+                let Some(&i) = inner.arg_child.get(arg) else {
+                    break;
+                };
                 match &mut inner.children[i].child {
-                    Child::Future(f) => Some(f.clone_ref(py)),
-                    Child::Sleep(
-                        phase @ (SleepPhase::Starting(_)
-                        | SleepPhase::Waiting { .. }
-                        | SleepPhase::Ready(_)),
-                    ) => {
-                        // A ready child is listed in `fired` already.
-                        let list = !matches!(phase, SleepPhase::Ready(_));
-                        *phase = SleepPhase::Cancelled(msg.as_ref().map(|m| m.clone_ref(py)));
-                        if list {
-                            inner.fired.push(i);
+                    Child::Future(f) => (Some(f.clone_ref(py)), None),
+                    Child::Sleep(phase) => match phase.cancel(py, msg.as_ref()) {
+                        Some((value, list)) => {
+                            if list {
+                                inner.fired.push(i);
+                            }
+                            sleeps_cancelled = true;
+                            (None, Some(value))
                         }
-                        None
-                    }
-                    Child::Sleep(_) => continue,
+                        None => continue,
+                    },
                 }
             };
-            match fut {
-                Some(f) => {
-                    let kwargs = PyDict::new(py);
-                    kwargs.set_item(intern!(py, "msg"), msg.as_ref().map(|m| m.bind(py)))?;
-                    if f.bind(py)
-                        .call_method(intern!(py, "cancel"), (), Some(&kwargs))?
-                        .is_truthy()?
-                    {
-                        ret = true;
-                    }
-                }
-                None => {
+            // The sleep's value is dropped unlocked: its `__del__` may use
+            // this gather.
+            drop(value);
+            // The reporter is scheduled in argument order, as the wake-up of
+            // a cancelled Task would be.
+            if sleeps_cancelled {
+                Self::ensure_reporter(slf)?;
+            }
+            if let Some(f) = fut {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "msg"), msg.as_ref().map(|m| m.bind(py)))?;
+                if f.bind(py)
+                    .call_method(intern!(py, "cancel"), (), Some(&kwargs))?
+                    .is_truthy()?
+                {
                     ret = true;
-                    Self::ensure_reporter(slf)?;
                 }
             }
         }
+        let ret = ret || sleeps_cancelled;
         if ret {
             me.inner.lock().unwrap().cancel_requested = true;
         }
@@ -707,8 +738,10 @@ impl GatheringFuture {
     }
 
     fn __clear__(&self) {
-        // Drop outside the lock: a child's finaliser may call back in.
-        let taken = self.inner.lock().ok().map(|mut inner| {
+        // Drop outside the lock: a child's finaliser may call back in. The
+        // lock is free unless the collector ran inside a locked section; then
+        // nothing is cleared now (the cycle stays until a later collection).
+        let taken = self.inner.try_lock().ok().map(|mut inner| {
             inner.arg_child.clear();
             (
                 std::mem::take(&mut inner.callbacks),

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
+from _programs import start
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -206,6 +210,23 @@ def test_cancel_at_each_iteration_of_a_zero_sleep_child(impl, run, hops, return_
     got = run(main(impl))
     assert got[-1] == [] and got[1] != "never done"
     assert got == run(main(STOCK))
+
+
+def test_cancel_asks_a_repeated_task_once_per_argument(impl, run):
+    """asyncio cancels the children once per argument, so a Task given three
+    times counts three cancellation requests (regression: rustasync asked it
+    once)."""
+
+    async def main():
+        t = asyncio.get_running_loop().create_task(impl.sleep(10))
+        g = impl.gather(t, impl.sleep(10), t, t)
+        await asyncio.sleep(0)
+        accepted = g.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await g
+        return accepted, t.cancelling()
+
+    assert run(main()) == (True, 3)
 
 
 def test_cancel_after_done_returns_false(impl, run):
@@ -449,3 +470,35 @@ def test_return_exceptions_is_read_for_truth(impl, run, flag):
             return "raised"
 
     assert run(main()) == (["KeyError"] if flag else "raised")
+
+
+def reentry_run(impl_name: str, loop_kind: str) -> dict[str, dict]:
+    """Run tests/_gather_reentry.py in a subprocess; its scenarios by name."""
+    proc = start(str(Path(__file__).parent / "_gather_reentry.py"), impl_name, loop_kind)
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        last = [json.loads(line) for line in stdout.splitlines()][-1]
+        pytest.fail(f"{impl_name}: never returned from {last.get('start')!r}")
+    assert proc.returncode == 0, stderr
+    return {r["name"]: r for r in map(json.loads, stdout.splitlines()) if "name" in r}
+
+
+def test_objects_that_use_the_gather_from_inside_its_methods(loop_kind):
+    """A sleep child's value, a removed callback, a done-callback or a child's
+    `cancel()` that uses the gather while the gather is dropping or calling
+    it: the same outcomes as stock, and each use sees a consistent gather
+    (regression: `cancel()` dropped the value under the gather's lock, and
+    the value's `__del__` deadlocked the thread)."""
+    stock = reentry_run("asyncio", loop_kind)
+    rust = reentry_run("rustasync", loop_kind)
+    assert rust.keys() == stock.keys()
+    for name, got in rust.items():
+        assert got["outcome"] == stock[name]["outcome"], name
+        # Stock frees a cancelled sleep's value only with the loop, too
+        # late to use the gather; where both used it, they saw the same.
+        assert got["touches"], name
+        if stock[name]["touches"]:
+            assert got["touches"] == stock[name]["touches"], name
