@@ -29,8 +29,9 @@ use crate::timers::{GatherLink, LoopTimers, Waker};
 enum SleepPhase {
     /// A zero delay before its one yield (listed in `starting`).
     Starting(Py<PyAny>),
-    /// Waiting for its deadline.
-    Waiting { value: Py<PyAny> },
+    /// Waiting for its deadline: in the loop's timer heap if `timed` (an
+    /// infinite delay waits nowhere).
+    Waiting { value: Py<PyAny>, timed: bool },
     /// The timer expired or the zero delay yielded: the wrapping Task would
     /// finish next iteration, and can still be cancelled (listed in `fired`).
     Ready(Py<PyAny>),
@@ -42,22 +43,33 @@ enum SleepPhase {
 }
 
 impl SleepPhase {
-    /// Cancel the child if it is not finished. Returns the value it held (to
-    /// drop once the gather is unlocked) and whether it must be listed in
-    /// `fired` (a ready child is there already).
-    fn cancel(&mut self, py: Python<'_>, msg: Option<&Py<PyAny>>) -> Option<(Py<PyAny>, bool)> {
-        let list = match self {
-            SleepPhase::Starting(_) | SleepPhase::Waiting { .. } => true,
-            SleepPhase::Ready(_) => false,
+    /// Cancel the child if it is not finished. Returns what it left: the
+    /// value it held (to drop once the gather is unlocked), whether it must
+    /// be listed in `fired` (a ready child is there already), and whether
+    /// its timer heap entry just went dead.
+    fn cancel(&mut self, py: Python<'_>, msg: Option<&Py<PyAny>>) -> Option<Cancelled> {
+        let (list, dead_timer) = match self {
+            SleepPhase::Starting(_) => (true, false),
+            SleepPhase::Waiting { timed, .. } => (true, *timed),
+            SleepPhase::Ready(_) => (false, false),
             SleepPhase::Done(_) | SleepPhase::Cancelled(_) => return None,
         };
         let cancelled = SleepPhase::Cancelled(msg.map(|m| m.clone_ref(py)));
         match std::mem::replace(self, cancelled) {
-            SleepPhase::Starting(v) | SleepPhase::Waiting { value: v } | SleepPhase::Ready(v) => {
-                Some((v, list))
-            }
+            SleepPhase::Starting(value)
+            | SleepPhase::Waiting { value, .. }
+            | SleepPhase::Ready(value) => Some(Cancelled {
+                value,
+                list,
+                dead_timer,
+            }),
             SleepPhase::Done(_) | SleepPhase::Cancelled(_) => unreachable!(),
         }
+    }
+
+    /// Whether the child has a live entry in the loop's timer heap.
+    fn in_timer_heap(&self) -> bool {
+        matches!(self, SleepPhase::Waiting { timed: true, .. })
     }
 
     /// Move to the phase `next` makes of the current one.
@@ -65,6 +77,13 @@ impl SleepPhase {
         let old = std::mem::replace(self, SleepPhase::Cancelled(None));
         *self = next(old);
     }
+}
+
+/// What cancelling a sleep child left (see [`SleepPhase::cancel`]).
+struct Cancelled {
+    value: Py<PyAny>,
+    list: bool,
+    dead_timer: bool,
 }
 
 enum Child {
@@ -131,6 +150,9 @@ struct Inner {
     log_traceback: bool,
     /// The timer heap's way to this gather, cut once it is done.
     link: Option<Arc<GatherLink>>,
+    /// The loop's timers, once a sleep child is in them: told of each entry
+    /// the gather gives up on, so that dead entries get compacted.
+    timers: Option<Py<LoopTimers>>,
 }
 
 /// The future returned by `rustasync.gather()`.
@@ -402,7 +424,7 @@ impl GatheringFuture {
     fn finish(slf: &Bound<'_, Self>, state: State) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
-        let (callbacks, link) = {
+        let (callbacks, link, timers, dead_timers) = {
             let mut inner = me.inner.lock().unwrap();
             if !matches!(inner.state, State::Pending) {
                 // `state` is dropped, and the error built, unlocked.
@@ -411,11 +433,32 @@ impl GatheringFuture {
             }
             inner.log_traceback = matches!(state, State::Exception(_));
             inner.state = state;
-            (std::mem::take(&mut inner.callbacks), inner.link.take())
+            let timers = inner.timers.as_ref().map(|t| t.clone_ref(py));
+            let dead_timers = match &timers {
+                Some(_) => inner
+                    .children
+                    .iter()
+                    .filter(|s| matches!(&s.child, Child::Sleep(p) if p.in_timer_heap()))
+                    .count(),
+                None => 0,
+            };
+            let link = inner.link.take();
+            (
+                std::mem::take(&mut inner.callbacks),
+                link,
+                timers,
+                dead_timers,
+            )
         };
         // Sleep children still in the heap no longer matter (asyncio's keep
-        // running unobserved): let their entries go dead.
+        // running unobserved): their entries go dead, and the heap is told
+        // so it can compact them.
         drop(link.and_then(|l| l.cut()));
+        if let Some(t) = timers {
+            for _ in 0..dead_timers {
+                t.get().note_cancelled(py);
+            }
+        }
         Self::schedule_callbacks(slf, callbacks)
     }
 
@@ -646,21 +689,25 @@ impl GatheringFuture {
         let mut ret = false;
         let mut sleeps_cancelled = false;
         for arg in 0..nargs {
-            let (fut, value) = {
+            let (fut, value, timers) = {
                 let mut guard = me.inner.lock().unwrap();
                 let inner = &mut *guard;
                 let Some(&i) = inner.arg_child.get(arg) else {
                     break;
                 };
                 match &mut inner.children[i].child {
-                    Child::Future(f) => (Some(f.clone_ref(py)), None),
+                    Child::Future(f) => (Some(f.clone_ref(py)), None, None),
                     Child::Sleep(phase) => match phase.cancel(py, msg.as_ref()) {
-                        Some((value, list)) => {
-                            if list {
+                        Some(c) => {
+                            if c.list {
                                 inner.fired.push(i);
                             }
                             sleeps_cancelled = true;
-                            (None, Some(value))
+                            let timers = c
+                                .dead_timer
+                                .then(|| inner.timers.as_ref().map(|t| t.clone_ref(py)))
+                                .flatten();
+                            (None, Some(c.value), timers)
                         }
                         None => continue,
                     },
@@ -669,6 +716,11 @@ impl GatheringFuture {
             // The sleep's value is dropped unlocked: its `__del__` may use
             // this gather.
             drop(value);
+            // Its heap entry is dead, as the TimerHandle of a cancelled
+            // Task's sleep would be.
+            if let Some(t) = timers {
+                t.get().note_cancelled(py);
+            }
             // The reporter is scheduled in argument order, as the wake-up of
             // a cancelled Task would be.
             if sleeps_cancelled {
@@ -721,6 +773,9 @@ impl GatheringFuture {
             visit.call(cb)?;
             visit.call(ctx)?;
         }
+        if let Some(t) = &inner.timers {
+            visit.call(t)?;
+        }
         for slot in &inner.children {
             match &slot.child {
                 Child::Future(f) => visit.call(f)?,
@@ -747,6 +802,7 @@ impl GatheringFuture {
                 std::mem::take(&mut inner.callbacks),
                 std::mem::take(&mut inner.children),
                 inner.link.take().and_then(|l| l.cut()),
+                inner.timers.take(),
             )
         });
         drop(taken);
@@ -917,6 +973,7 @@ pub fn gather<'py>(
                 reporter_scheduled: false,
                 log_traceback: false,
                 link: None,
+                timers: None,
             }),
         },
     )?;
@@ -953,7 +1010,10 @@ pub fn gather<'py>(
                     let phase = if s.delay <= 0.0 {
                         SleepPhase::Starting(value)
                     } else {
-                        SleepPhase::Waiting { value }
+                        SleepPhase::Waiting {
+                            value,
+                            timed: s.delay.is_finite(),
+                        }
                     };
                     let mut inner = outer.get().inner.lock().unwrap();
                     inner.children.push(Slot::new(Child::Sleep(phase)));
@@ -968,6 +1028,7 @@ pub fn gather<'py>(
                     if timers.is_none() {
                         let t = LoopTimers::for_loop(&loop_)?;
                         now = t.get().now(py)?;
+                        outer.get().inner.lock().unwrap().timers = Some(t.clone().unbind());
                         timers = Some(t);
                     }
                     let t = timers.as_ref().unwrap();

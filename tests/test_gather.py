@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import types
@@ -253,6 +254,38 @@ def test_cancel_when_children_done_but_outer_pending(impl, run):
     assert run(main()) == (False, [1])
 
 
+def timer_entries(loop: asyncio.AbstractEventLoop) -> int:
+    """The entries in a stock loop's timer heap, cancelled ones included;
+    the handle that runs rustasync's timers counts as the entries of the
+    per-loop timer heap behind it."""
+    n = 0
+    for handle in loop._scheduled:
+        timers = handle._callback
+        if type(timers).__name__ == "_LoopTimers" and not handle.cancelled():
+            n += int(re.search(r"(\d+) pending", repr(timers))[1])
+        else:
+            n += 1
+    return n
+
+
+def test_cancelled_gathers_leave_no_timer_entries_behind(impl):
+    """Cancelled sleep children count as cancelled timers, so the heap is
+    compacted as stock's is (regression: 2,000 cancelled `sleep(3600)`
+    children kept 2,000 heap entries until their deadlines)."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        for _ in range(20):
+            gathers = [impl.gather(impl.sleep(3600), impl.sleep(3600)) for _ in range(50)]
+            await impl.sleep(0.001)  # a sleep that fires in between
+            for g in gathers:
+                g.cancel()
+            await asyncio.gather(*gathers, return_exceptions=True)
+        return timer_entries(loop)
+
+    assert asyncio.run(main()) < 100
+
+
 def test_not_awaitable_is_type_error(impl, run):
     async def main():
         with pytest.raises(TypeError, match="An asyncio.Future, a coroutine or an awaitable"):
@@ -399,6 +432,28 @@ def test_no_task_per_sleep_child():
 
     n, res = asyncio.run(main())
     assert n == 1 and res == list(range(1000))
+
+
+def test_failed_gathers_leave_no_timer_entries_behind():
+    """A gather that fails gives up on its pending sleep children (stock's
+    keep running, unobserved); their heap entries count as cancelled and are
+    compacted (regression: they stayed until their deadlines)."""
+
+    async def fail():
+        raise KeyError("k")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        for _ in range(20):
+            gathers = [
+                rustasync.gather(rustasync.sleep(3600), rustasync.sleep(3600), fail())
+                for _ in range(50)
+            ]
+            await rustasync.sleep(0.001)
+            await asyncio.gather(*gathers, return_exceptions=True)
+        return timer_entries(loop)
+
+    assert asyncio.run(main()) < 100
 
 
 def test_started_sleep_is_wrapped_not_adopted():
