@@ -116,6 +116,10 @@ impl Slot {
     }
 }
 
+/// A finished gather's result, or its exception and the traceback to raise
+/// it with.
+type Outcome = Result<Py<PyAny>, (Py<PyAny>, Option<Py<PyAny>>)>;
+
 /// A child's state as copied out of the gather's lock.
 enum ChildView {
     Future(Py<PyAny>),
@@ -127,7 +131,29 @@ enum ChildView {
 enum State {
     Pending,
     Result(Py<PyAny>),
-    Exception(Py<PyAny>),
+    /// The exception, and its traceback when it was set: the first
+    /// `result()` raises it with that traceback, later ones with none, so
+    /// that raising it again and again does not grow it (as asyncio's
+    /// Future does).
+    Exception {
+        exc: Py<PyAny>,
+        tb: Option<Py<PyAny>>,
+    },
+}
+
+impl State {
+    /// A failure with `exc` and its traceback as it is now.
+    fn exception(py: Python<'_>, exc: Py<PyAny>) -> State {
+        let tb = unsafe {
+            if ffi::PyExceptionInstance_Check(exc.as_ptr()) != 0 {
+                Bound::from_owned_ptr_or_opt(py, ffi::PyException_GetTraceback(exc.as_ptr()))
+                    .map(Bound::unbind)
+            } else {
+                None
+            }
+        };
+        State::Exception { exc, tb }
+    }
 }
 
 struct Inner {
@@ -371,10 +397,10 @@ impl GatheringFuture {
             let (cancelled, exc) = me.child_outcome(py, index)?;
             if cancelled {
                 let exc = me.child_cancelled_error(py, index)?;
-                return Self::finish(slf, State::Exception(exc));
+                return Self::finish(slf, State::exception(py, exc));
             }
             if let Some(exc) = exc {
-                return Self::finish(slf, State::Exception(exc));
+                return Self::finish(slf, State::exception(py, exc));
             }
         }
         if nfinished == nfuts {
@@ -392,7 +418,7 @@ impl GatheringFuture {
                 // that finished last.
                 let last = *arg_child.last().unwrap_or(&index);
                 let exc = me.child_cancelled_error(py, last)?;
-                return Self::finish(slf, State::Exception(exc));
+                return Self::finish(slf, State::exception(py, exc));
             }
             let results = PyList::new(py, arg_child.iter().map(|&i| values[i].clone_ref(py)))?;
             return Self::finish(slf, State::Result(results.into_any().unbind()));
@@ -431,7 +457,7 @@ impl GatheringFuture {
                 drop(inner);
                 return Err(awaitable::invalid_state(py, "invalid state"));
             }
-            inner.log_traceback = matches!(state, State::Exception(_));
+            inner.log_traceback = matches!(state, State::Exception { .. });
             inner.state = state;
             let timers = inner.timers.as_ref().map(|t| t.clone_ref(py));
             let dead_timers = match &timers {
@@ -506,25 +532,36 @@ impl GatheringFuture {
     }
 
     /// The outcome, cloned out of the lock: `None` while pending. Reading it
-    /// counts as retrieving the exception.
-    fn outcome(&self, py: Python<'_>) -> Option<Result<Py<PyAny>, Py<PyAny>>> {
-        let mut inner = self.inner.lock().unwrap();
-        match &inner.state {
+    /// counts as retrieving the exception; `raising` takes the traceback it
+    /// was stored with (to raise it once with it).
+    fn outcome(&self, py: Python<'_>, raising: bool) -> Option<Outcome> {
+        let mut guard = self.inner.lock().unwrap();
+        let inner = &mut *guard;
+        match &mut inner.state {
             State::Pending => None,
             State::Result(v) => Some(Ok(v.clone_ref(py))),
-            State::Exception(e) => {
-                let e = e.clone_ref(py);
+            State::Exception { exc, tb } => {
+                let exc = exc.clone_ref(py);
+                let tb = if raising { tb.take() } else { None };
                 inner.log_traceback = false;
-                Some(Err(e))
+                Some(Err((exc, tb)))
             }
         }
     }
 
     fn result_of(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        match self.outcome(py) {
+        match self.outcome(py, true) {
             None => Err(awaitable::invalid_state(py, "Result is not set.")),
             Some(Ok(v)) => Ok(v),
-            Some(Err(e)) => Err(PyErr::from_value(e.into_bound(py))),
+            Some(Err((exc, tb))) => {
+                // `raise exc.with_traceback(tb)`: the frames of earlier raises
+                // are dropped (here, unlocked) rather than grown on.
+                let exc = exc.into_bound(py);
+                if unsafe { ffi::PyExceptionInstance_Check(exc.as_ptr()) } != 0 {
+                    exc.setattr(intern!(py, "__traceback__"), tb)?;
+                }
+                Err(PyErr::from_value(exc))
+            }
         }
     }
 }
@@ -611,10 +648,10 @@ impl GatheringFuture {
 
     /// The exception (None if it succeeded); raises if cancelled or not done.
     fn exception(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        match self.outcome(py) {
+        match self.outcome(py, false) {
             None => Err(awaitable::invalid_state(py, "Exception is not set.")),
             Some(Ok(_)) => Ok(None),
-            Some(Err(e)) => Ok(Some(e)),
+            Some(Err((exc, _))) => Ok(Some(exc)),
         }
     }
 
@@ -755,7 +792,7 @@ impl GatheringFuture {
         let state = match &self.inner.lock().unwrap().state {
             State::Pending => "pending",
             State::Result(_) => "finished",
-            State::Exception(_) => "finished (exception)",
+            State::Exception { .. } => "finished (exception)",
         };
         format!("<rustasync GatheringFuture {state}>")
     }
@@ -766,7 +803,13 @@ impl GatheringFuture {
             return Ok(());
         };
         match &inner.state {
-            State::Result(v) | State::Exception(v) => visit.call(v)?,
+            State::Result(v) => visit.call(v)?,
+            State::Exception { exc, tb } => {
+                visit.call(exc)?;
+                if let Some(tb) = tb {
+                    visit.call(tb)?;
+                }
+            }
             State::Pending => {}
         }
         for (cb, ctx) in &inner.callbacks {

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import traceback
 import types
 from pathlib import Path
 
@@ -114,6 +115,54 @@ def test_return_exceptions_in_place(impl, run):
     # versions; whatever it is, rustasync matches it.
     stock = asyncio.run(main(impl=STOCK))
     assert cancel_args == stock[1]
+
+
+def test_failed_gather_traceback_does_not_grow(impl, run):
+    """Raising a failed gather's exception again and again (awaits,
+    `result()`) gives the same traceback each time after the first, and a
+    second task sees only its own frames, as stock (regression: the stored
+    exception was raised as is, its traceback growing by the frames of every
+    earlier raise)."""
+
+    async def boom():
+        raise KeyError("k")
+
+    def frames(e: BaseException) -> list[str]:
+        return [f.name for f in traceback.extract_tb(e.__traceback__)]
+
+    async def main():
+        g = impl.gather(boom(), impl.sleep(0.001))
+        seen = []
+        for _ in range(3):
+            try:
+                await g
+            except KeyError as e:
+                seen.append(frames(e))
+        for _ in range(2):
+            try:
+                g.result()
+            except KeyError as e:
+                seen.append(frames(e))
+
+        async def second_waiter():
+            try:
+                await g
+            except KeyError as e:
+                return frames(e)
+
+        seen.append(await asyncio.get_running_loop().create_task(second_waiter()))
+        seen.append(frames(g.exception()))
+        return seen
+
+    assert run(main()) == [
+        ["main", "boom"],
+        ["main"],
+        ["main"],
+        ["main"],
+        ["main"],
+        ["second_waiter"],
+        ["second_waiter"],
+    ]
 
 
 @pytest.mark.parametrize("return_exceptions", [False, True])
