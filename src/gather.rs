@@ -1,11 +1,20 @@
 //! `rustasync.gather`: asyncio's `gather` with the bookkeeping in Rust.
 //!
-//! The outer future is a Rust future-like ([`GatheringFuture`]) with the full
-//! `asyncio.Future` API and the cancel semantics of asyncio's
-//! `_GatheringFuture`. Each child reports to it through a Rust callable, so the
-//! per-child Python `_done_callback` of stock asyncio disappears. Children
-//! that are un-started `rustasync.sleep` objects are not wrapped in Tasks at
-//! all: they go straight into the loop's timer heap.
+//! The outer future is a Rust future-like ([`GatheringFuture`]) with the
+//! cancel semantics of asyncio's `_GatheringFuture` and the part of the
+//! `asyncio.Future` API that asyncio and user code use on a future they did
+//! not create (it is not an `asyncio.Future` instance; see its docs). Each
+//! child reports to it through a Rust callable, so the per-child Python
+//! `_done_callback` of stock asyncio disappears. Children that are un-started
+//! `rustasync.sleep` objects are not wrapped in Tasks at all: they go straight
+//! into the loop's timer heap.
+//!
+//! # Locks
+//!
+//! The gather's state is behind one `Mutex`. No Python object is dropped and
+//! no Python code runs while it is held: values are cloned or taken out,
+//! the lock released, then Python is called and the values dropped (a
+//! `__del__`, `__eq__` or callback may use the same gather).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -185,7 +194,17 @@ struct Inner {
 ///
 /// Like asyncio's `_GatheringFuture`: `cancel()` cancels every child that is
 /// not done and does not mark the future cancelled at once; the outcome comes
-/// from the children.
+/// from the children. It is not an `asyncio.Future` instance
+/// (`asyncio.isfuture()` is true, `isinstance(f, asyncio.Future)` false).
+/// It has `result`, `exception`, `done`, `cancelled`, `cancel`,
+/// `add_done_callback`, `remove_done_callback`, `get_loop`, `__await__`, and
+/// the private members asyncio's own functions use on a foreign future
+/// (`_asyncio_future_blocking`, `_log_traceback`, `_loop`,
+/// `_cancel_message`, `_make_cancelled_error`). It has no `set_result` or
+/// `set_exception`: its outcome comes from its children, as a Task's comes
+/// from its coroutine. Dropped with an exception nobody retrieved, it calls
+/// the loop's exception handler with asyncio's message
+/// ("_GatheringFuture exception was never retrieved").
 #[pyclass(frozen, module = "rustasync._rustasync", name = "GatheringFuture")]
 pub struct GatheringFuture {
     loop_: Py<PyAny>,
@@ -629,6 +648,12 @@ impl GatheringFuture {
         self.loop_.clone_ref(py)
     }
 
+    /// The loop, as asyncio's `futures._get_loop()` falls back to reading it.
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Py<PyAny> {
+        self.loop_.clone_ref(py)
+    }
+
     /// Whether the future is done (result, exception or cancelled).
     fn done(&self) -> bool {
         self.is_done()
@@ -788,13 +813,16 @@ impl GatheringFuture {
             .into_any())
     }
 
-    fn __repr__(&self) -> String {
-        let state = match &self.inner.lock().unwrap().state {
-            State::Pending => "pending",
-            State::Result(_) => "finished",
-            State::Exception { .. } => "finished (exception)",
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let exc = match &self.inner.lock().unwrap().state {
+            State::Pending => return Ok("<rustasync GatheringFuture pending>".into()),
+            State::Result(_) => return Ok("<rustasync GatheringFuture finished>".into()),
+            State::Exception { exc, .. } => exc.clone_ref(py),
         };
-        format!("<rustasync GatheringFuture {state}>")
+        let exc = exc.bind(py).repr()?;
+        Ok(format!(
+            "<rustasync GatheringFuture finished exception={exc}>"
+        ))
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -1132,11 +1160,118 @@ pub fn gather<'py>(
     Ok(outer.into_any())
 }
 
+impl GatheringFuture {
+    /// asyncio's `Future.__del__`: a failed gather whose exception nobody
+    /// retrieved reports it to the loop's exception handler.
+    fn log_unretrieved(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        let me = slf.get();
+        let exc = {
+            // A finaliser never waits: if the lock is taken, skip the report.
+            let Ok(mut inner) = me.inner.try_lock() else {
+                return;
+            };
+            if !std::mem::replace(&mut inner.log_traceback, false) {
+                return;
+            }
+            match &inner.state {
+                State::Exception { exc, .. } => exc.clone_ref(py),
+                _ => return,
+            }
+        };
+        let handler = me
+            .loop_
+            .bind(py)
+            .getattr(intern!(py, "call_exception_handler"));
+        let report = handler
+            .as_ref()
+            .map_err(|e| e.clone_ref(py))
+            .and_then(|handler| {
+                let context = PyDict::new(py);
+                context.set_item(
+                    intern!(py, "message"),
+                    // asyncio's words, with its class name, so that logs and
+                    // handlers that look for them find them.
+                    "_GatheringFuture exception was never retrieved",
+                )?;
+                context.set_item(intern!(py, "exception"), exc)?;
+                context.set_item(intern!(py, "future"), slf)?;
+                handler.call1((context,))
+            });
+        if let Err(e) = report {
+            e.write_unraisable(py, handler.ok().as_ref());
+        }
+    }
+}
+
+/// `tp_finalize`: run once per object, by the collector or by [`dealloc`],
+/// with the current exception kept aside.
+#[cfg(not(Py_LIMITED_API))]
+unsafe extern "C" fn finalize(obj: *mut ffi::PyObject) {
+    #[cfg(Py_3_12)]
+    let saved = ffi::PyErr_GetRaisedException();
+    #[cfg(not(Py_3_12))]
+    let saved = {
+        let (mut t, mut v, mut tb) = (
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+        ffi::PyErr_Fetch(&mut t, &mut v, &mut tb);
+        (t, v, tb)
+    };
+    let _ = std::panic::catch_unwind(|| {
+        Python::attach(|py| {
+            let slf = pyo3::Borrowed::from_ptr(py, obj).cast_unchecked::<GatheringFuture>();
+            GatheringFuture::log_unretrieved(&slf);
+        })
+    });
+    #[cfg(Py_3_12)]
+    ffi::PyErr_SetRaisedException(saved);
+    #[cfg(not(Py_3_12))]
+    ffi::PyErr_Restore(saved.0, saved.1, saved.2);
+}
+
+/// PyO3's `tp_dealloc` for the type, which does not run finalisers.
+#[cfg(not(Py_LIMITED_API))]
+static PYO3_DEALLOC: std::sync::OnceLock<ffi::destructor> = std::sync::OnceLock::new();
+
+/// `tp_dealloc`: run the finaliser first (it may resurrect the object, as
+/// asyncio's handler does when it keeps the context), then PyO3's.
+#[cfg(not(Py_LIMITED_API))]
+unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
+    if ffi::PyObject_CallFinalizerFromDealloc(obj) < 0 {
+        return;
+    }
+    if let Some(pyo3_dealloc) = PYO3_DEALLOC.get() {
+        pyo3_dealloc(obj);
+    }
+}
+
+/// Give the type a finaliser, as asyncio's Future has (full API only).
+fn patch_finalizer(py: Python<'_>) {
+    #[cfg(not(Py_LIMITED_API))]
+    unsafe {
+        let tp = py.get_type::<GatheringFuture>().as_type_ptr();
+        // The module is initialised once per process: patch once.
+        if let Some(pyo3_dealloc) = (*tp).tp_dealloc {
+            if PYO3_DEALLOC.set(pyo3_dealloc).is_ok() {
+                (*tp).tp_dealloc = Some(dealloc);
+                (*tp).tp_finalize = Some(finalize);
+                ffi::PyType_Modified(tp);
+            }
+        }
+    }
+    #[cfg(Py_LIMITED_API)]
+    let _ = py;
+}
+
 /// Register the gather types and function.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<GatheringFuture>()?;
     m.add_function(wrap_pyfunction!(gather, m)?)?;
     awaitable::patch_am_send::<GatheringFuture>(m.py());
     awaitable::patch_am_await_self::<GatheringFuture>(m.py());
+    patch_finalizer(m.py());
     Ok(())
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
 import subprocess
@@ -348,6 +349,7 @@ def test_future_api(impl, run):
         g = impl.gather(value(1))
         assert asyncio.isfuture(g)
         assert g.get_loop() is asyncio.get_running_loop()
+        assert g._loop is asyncio.get_running_loop()
         seen = []
         g.add_done_callback(seen.append)
         g.add_done_callback(print)
@@ -361,6 +363,52 @@ def test_future_api(impl, run):
     assert run(main()) == (True, None, [1])
 
 
+def test_failed_gather_dropped_unobserved_is_reported(impl, run):
+    """A failed gather dropped without anyone retrieving its exception is
+    reported to the loop's exception handler, by reference count or by the
+    collector, as asyncio's Future does; retrieved ones are not
+    (regression: rustasync dropped the exception silently)."""
+
+    async def boom(*args):
+        raise KeyError(*args)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        contexts = []
+        loop.set_exception_handler(lambda _, ctx: contexts.append(ctx))
+
+        async def settle():
+            for _ in range(6):
+                await asyncio.sleep(0)
+
+        # Dropped once every child is done (a pending child of stock's keeps
+        # the gather alive through its done-callback).
+        dropped = impl.gather(boom("dropped"), impl.sleep(0))
+        observed = impl.gather(boom("awaited"))
+        retrieved = impl.gather(boom("retrieved"))
+        await settle()
+        assert dropped.done() and retrieved.done()
+        with pytest.raises(KeyError):
+            await observed
+        retrieved.exception()
+        del dropped, observed, retrieved
+        # A failed gather in a reference cycle (through its exception).
+        holder = []
+        cyclic = impl.gather(boom("cyclic", holder))
+        holder.append(cyclic)
+        await settle()
+        del cyclic, holder
+        gc.collect()
+        return [
+            (ctx["message"], ctx["exception"].args[0], ctx["future"].done()) for ctx in contexts
+        ]
+
+    assert run(main()) == [
+        ("_GatheringFuture exception was never retrieved", "dropped", True),
+        ("_GatheringFuture exception was never retrieved", "cyclic", True),
+    ]
+
+
 def test_nested_and_asyncio_interop(impl, run):
     async def main():
         inner = impl.gather(value(1), impl.sleep(0.001, 2))
@@ -368,6 +416,8 @@ def test_nested_and_asyncio_interop(impl, run):
         r1 = await outer
         r2 = await asyncio.wait_for(impl.gather(value(4)), 1)
         r3 = await asyncio.shield(impl.gather(value(5)))
+        done, _ = await asyncio.wait([impl.gather(value(7))])
+        assert [f.result() for f in done] == [[7]]
         async with asyncio.TaskGroup() as tg:
             t = tg.create_task(asyncio.wait_for(impl.gather(impl.sleep(0.001, 6)), 1))
         return r1, r2, r3, t.result()
