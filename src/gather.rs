@@ -891,11 +891,10 @@ fn classify<'py>(py: Python<'py>, arg: &Bound<'py, PyAny>) -> PyResult<Option<Ki
     if unsafe { ffi::PyCoro_CheckExact(arg.as_ptr()) } != 0 {
         return Ok(Some(Kind::Coroutine));
     }
+    // A sleep is taken over only once every argument passed this check, so
+    // a rejected call leaves it as it was.
     if let Ok(s) = arg.cast::<Sleep>() {
-        if s.get().adopt() {
-            return Ok(Some(Kind::Sleep(s.clone())));
-        }
-        return Ok(Some(Kind::Other));
+        return Ok(Some(Kind::Sleep(s.clone())));
     }
     let imports = Imports::get(py)?;
     if imports.isfuture.bind(py).call1((arg,))?.is_truthy()?
@@ -962,9 +961,11 @@ fn check_future_loops(
 /// Like `asyncio.gather` of the running Python (3.12+ report children that
 /// are already done without waiting a loop iteration); differences: the bookkeeping is
 /// Rust; un-started `rustasync.sleep()` arguments go straight into the loop's
-/// timer heap instead of being wrapped in Tasks; a non-awaitable argument is
-/// found before any Task is created, so nothing is left running (the
-/// coroutines among the arguments are closed); with no running loop and no
+/// timer heap instead of being wrapped in Tasks; a non-awaitable argument (or
+/// a future of another loop) is found before any Task is created or any
+/// sleep taken over, so nothing is left running and the sleeps and futures
+/// among the arguments are left as they were (the coroutines are closed, so
+/// that they do not warn "never awaited"); with no running loop and no
 /// future argument it raises `RuntimeError` instead of using
 /// `get_event_loop()`.
 ///
@@ -1073,6 +1074,12 @@ pub fn gather<'py>(
         if let Some(d) = &dedup {
             d.set_item(&arg, index)?;
         }
+        // A sleep that was started already is awaited through a Task, like
+        // any awaitable.
+        let kind = match kind {
+            Kind::Sleep(s) if !s.get().adopt() => Kind::Other,
+            kind => kind,
+        };
         match kind {
             Kind::Sleep(s) => {
                 let s = s.get();

@@ -516,6 +516,34 @@ def test_bad_argument_leaves_nothing_running():
     assert asyncio.run(main()) == 0
 
 
+def test_rejected_call_leaves_sleeps_and_futures_as_they_were():
+    """A call rejected for a non-awaitable argument, or a future of another
+    loop, takes over none of its sleeps (regression: `gather(s, 42)` had
+    consumed `s`, and awaiting it raised "cannot reuse already awaited
+    coroutine"). Stock would have started a Task for each argument before
+    the bad one."""
+    other = asyncio.new_event_loop()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        s1, s2 = rustasync.sleep(0, "s1"), rustasync.sleep(0.001, "s2")
+        fut = loop.create_future()
+        with pytest.raises(TypeError):
+            rustasync.gather(s1, fut, s2, 42)
+        with pytest.raises(ValueError, match="different loop"):
+            rustasync.gather(s1, s2, other.create_future())
+        loop.call_soon(fut.set_result, "f")
+        return await s1, await s2, await fut, await rustasync.gather(s1, s2, return_exceptions=True)
+
+    try:
+        s1, s2, f, again = asyncio.run(main())
+    finally:
+        other.close()
+    assert (s1, s2, f) == ("s1", "s2", "f")
+    # Awaited once: now they are spent, as coroutines would be.
+    assert [type(e).__name__ for e in again] == ["RuntimeError", "RuntimeError"]
+
+
 def test_no_running_loop_is_runtime_error():
     with pytest.raises(RuntimeError, match="no running event loop"):
         rustasync.gather(value(1))
