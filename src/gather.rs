@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{IntoPyDict, PyDict, PyList, PyTuple};
@@ -915,19 +915,34 @@ fn close_coroutines(args: &Bound<'_, PyTuple>) {
     }
 }
 
-/// The loop for `gather`: the running one, else the loop of a future
-/// argument, else asyncio's `RuntimeError`.
+/// The loop for `gather`, found as asyncio's `gather` of the running Python
+/// finds it: the running loop; else the loop of the first argument if it is
+/// a future; else the event loop asyncio asks for (`events._get_event_loop()`
+/// on 3.11, `events.get_event_loop()` on 3.12+), which may be the thread's
+/// current loop, a new one (with 3.12's `DeprecationWarning`), or
+/// `RuntimeError('There is no current event loop ...')`.
 fn gather_loop<'py>(py: Python<'py>, args: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
     if let Some(l) = awaitable::running_loop_opt(py) {
         return Ok(l);
     }
-    let isfuture = Imports::get(py)?.isfuture.bind(py);
-    for a in args.iter() {
-        if isfuture.call1((&a,))?.is_truthy()? {
-            return a.call_method0(intern!(py, "get_loop"));
+    if let Some(first) = args.iter().next() {
+        if Imports::get(py)?
+            .isfuture
+            .bind(py)
+            .call1((&first,))?
+            .is_truthy()?
+        {
+            return py
+                .import("asyncio.futures")?
+                .call_method1(intern!(py, "_get_loop"), (first,));
         }
     }
-    Err(PyRuntimeError::new_err("no running event loop"))
+    let events = py.import("asyncio.events")?;
+    let get_event_loop = match events.getattr(intern!(py, "_get_event_loop")) {
+        Ok(f) => f,
+        Err(_) => events.getattr(intern!(py, "get_event_loop"))?,
+    };
+    get_event_loop.call0()
 }
 
 /// Every future argument must belong to `loop_` (checked before anything is
@@ -965,18 +980,23 @@ fn check_future_loops(
 /// a future of another loop) is found before any Task is created or any
 /// sleep taken over, so nothing is left running and the sleeps and futures
 /// among the arguments are left as they were (the coroutines are closed, so
-/// that they do not warn "never awaited"); with no running loop and no
-/// future argument it raises `RuntimeError` instead of using
-/// `get_event_loop()`.
+/// that they do not warn "never awaited").
 ///
-/// Coroutines are wrapped in Tasks on the running loop; a repeated argument
-/// is awaited once. The first exception propagates while the other children
+/// With no running loop it takes the loop as asyncio's does: the first
+/// argument's if that is a future, else the event loop asyncio asks for
+/// (3.11: `events._get_event_loop()`, 3.12+: `get_event_loop()`), with the
+/// same warning or error.
+///
+/// Coroutines are wrapped in Tasks on the loop; a repeated argument is
+/// awaited once. The first exception propagates while the other children
 /// keep running, unless `return_exceptions=True`, where exceptions (and
 /// `CancelledError` for cancelled children) are returned in place.
 ///
 /// Raises:
 ///     TypeError: an argument is not awaitable.
-///     RuntimeError: no running event loop (and no future argument).
+///     RuntimeError: no running loop and no current event loop (asyncio's
+///         message).
+///     ValueError: a future argument belongs to another loop.
 ///
 /// Cancel safety: cancelling the returned future (or the task awaiting it)
 /// cancels every child that is not done; it then ends with `CancelledError`.
