@@ -30,69 +30,121 @@ use crate::awaitable::{self, next_result, Imports, Step, Stepper};
 use crate::sleep::Sleep;
 use crate::timers::{GatherLink, LoopTimers, Waker};
 
-/// Where a sleep child is among the loop iterations a Task wrapping
-/// `asyncio.sleep` would take, so that outcomes and cancellability match
-/// stock asyncio iteration for iteration. Every move is one way, so a child
-/// enters each of the reporter's lists (`starting`, `fired`, `finished`) at
-/// most once and is reported once.
+/// Where a sleep child is among the steps a Task wrapping `asyncio.sleep`
+/// would take. A child in `Starting`, `Ready`, `Cancelling`, or finished and
+/// not yet reported, belongs to one [`SleepSteps`] batch, which runs its next
+/// step at the place in the loop's queue where the Task's would be.
 enum SleepPhase {
-    /// A zero delay before its one yield (listed in `starting`).
-    Starting(Py<PyAny>),
-    /// Waiting for its deadline: in the loop's timer heap if `timed` (an
-    /// infinite delay waits nowhere).
-    Waiting { value: Py<PyAny>, timed: bool },
-    /// The timer expired or the zero delay yielded: the wrapping Task would
-    /// finish next iteration, and can still be cancelled (listed in `fired`).
+    /// Its first step is due: a zero delay then yields once, a positive one
+    /// arms its timer (stock's Task takes its deadline at that step, an
+    /// iteration after `gather()`).
+    Starting { value: Py<PyAny>, delay: f64 },
+    /// Waiting for its deadline: in the loop's timer heap under `timer`, or
+    /// (an infinite delay) nowhere.
+    Waiting {
+        value: Py<PyAny>,
+        timer: Option<TimerKey>,
+    },
+    /// The zero delay yielded, or the timer expired: the next step finishes.
     Ready(Py<PyAny>),
-    /// Finished with its value (listed in `finished` until reported).
+    /// Cancelled before it finished: the next step ends it. A cancel that
+    /// reached a Task through its waiter keeps the first message; one that
+    /// only flagged the Task takes the latest (`keep_first` says which).
+    Cancelling {
+        msg: Option<Py<PyAny>>,
+        keep_first: bool,
+    },
+    /// Finished with its value.
     Done(Py<PyAny>),
-    /// Cancelled, with the message given to `cancel()` (listed in `fired`,
-    /// then `finished`, until reported).
+    /// Finished cancelled, with the message of its `CancelledError`.
     Cancelled(Option<Py<PyAny>>),
 }
 
+/// The heap entries armed by one batch step with one delay: they share a
+/// deadline and sit next to each other in the heap, so they expire together.
+#[derive(Clone, Copy, PartialEq)]
+struct TimerKey {
+    step: u64,
+    delay_bits: u64,
+}
+
+/// Why the batch sleep children currently join was scheduled. Children join
+/// it only while nothing else was scheduled in between, as their Tasks'
+/// steps would sit next to each other in the loop's queue.
+#[derive(Clone, Copy, PartialEq)]
+enum Opening {
+    /// Consecutive sleep arguments of `gather()`.
+    Creation,
+    /// Waiting children cancelled by one `cancel()` call.
+    Cancel(u64),
+    /// Children whose timers expired together.
+    Expiry(TimerKey),
+}
+
 impl SleepPhase {
-    /// Cancel the child if it is not finished. Returns what it left: the
-    /// value it held (to drop once the gather is unlocked), whether it must
-    /// be listed in `fired` (a ready child is there already), and whether
-    /// its timer heap entry just went dead.
-    fn cancel(&mut self, py: Python<'_>, msg: Option<&Py<PyAny>>) -> Option<Cancelled> {
-        let (list, dead_timer) = match self {
-            SleepPhase::Starting(_) => (true, false),
-            SleepPhase::Waiting { timed, .. } => (true, *timed),
-            SleepPhase::Ready(_) => (false, false),
-            SleepPhase::Done(_) | SleepPhase::Cancelled(_) => return None,
-        };
-        let cancelled = SleepPhase::Cancelled(msg.map(|m| m.clone_ref(py)));
-        match std::mem::replace(self, cancelled) {
-            SleepPhase::Starting(value)
-            | SleepPhase::Waiting { value, .. }
-            | SleepPhase::Ready(value) => Some(Cancelled {
-                value,
-                list,
-                dead_timer,
-            }),
-            SleepPhase::Done(_) | SleepPhase::Cancelled(_) => unreachable!(),
-        }
-    }
-
-    /// Whether the child has a live entry in the loop's timer heap.
-    fn in_timer_heap(&self) -> bool {
-        matches!(self, SleepPhase::Waiting { timed: true, .. })
-    }
-
     /// Move to the phase `next` makes of the current one.
     fn advance(&mut self, next: impl FnOnce(SleepPhase) -> SleepPhase) {
         let old = std::mem::replace(self, SleepPhase::Cancelled(None));
         *self = next(old);
     }
+
+    /// Whether the child has a live entry in the loop's timer heap.
+    fn in_timer_heap(&self) -> bool {
+        matches!(self, SleepPhase::Waiting { timer: Some(_), .. })
+    }
 }
 
-/// What cancelling a sleep child left (see [`SleepPhase::cancel`]).
-struct Cancelled {
-    value: Py<PyAny>,
-    list: bool,
-    dead_timer: bool,
+/// What `cancel()` did to one sleep child.
+enum SleepCancel {
+    /// Nothing: it is finished.
+    Refused,
+    /// Accepted; what the child let go of is dropped once unlocked.
+    Accepted(Option<Py<PyAny>>),
+    /// Accepted from `Waiting`: it needs a step of its own now (a Task's
+    /// wake-up, scheduled by its cancelled waiter), and its timer, if it had
+    /// one, is dead.
+    Woken { value: Py<PyAny>, dead_timer: bool },
+}
+
+impl SleepPhase {
+    /// `Task.cancel(msg)` for the child.
+    fn cancel(&mut self, py: Python<'_>, msg: Option<&Py<PyAny>>) -> SleepCancel {
+        let new_msg = || msg.map(|m| m.clone_ref(py));
+        match self {
+            SleepPhase::Done(_) | SleepPhase::Cancelled(_) => SleepCancel::Refused,
+            SleepPhase::Cancelling {
+                keep_first: true, ..
+            } => SleepCancel::Accepted(None),
+            SleepPhase::Cancelling { msg: m, .. } => {
+                SleepCancel::Accepted(std::mem::replace(m, new_msg()))
+            }
+            SleepPhase::Waiting { .. } => {
+                let cancelling = SleepPhase::Cancelling {
+                    msg: new_msg(),
+                    keep_first: true,
+                };
+                match std::mem::replace(self, cancelling) {
+                    SleepPhase::Waiting { value, timer } => SleepCancel::Woken {
+                        value,
+                        dead_timer: timer.is_some(),
+                    },
+                    _ => unreachable!(),
+                }
+            }
+            SleepPhase::Starting { .. } | SleepPhase::Ready(_) => {
+                let cancelling = SleepPhase::Cancelling {
+                    msg: new_msg(),
+                    keep_first: false,
+                };
+                match std::mem::replace(self, cancelling) {
+                    SleepPhase::Starting { value, .. } | SleepPhase::Ready(value) => {
+                        SleepCancel::Accepted(Some(value))
+                    }
+                    _ => unreachable!(),
+                }
+            }
+        }
+    }
 }
 
 enum Child {
@@ -175,13 +227,15 @@ struct Inner {
     arg_child: Vec<usize>,
     nfinished: usize,
     cancel_requested: bool,
-    /// Sleep children by [`SleepPhase`]: `starting` (zero delays that yield
-    /// next iteration), `fired` (they finish next iteration), `finished`
-    /// (reported next iteration).
-    starting: Vec<usize>,
-    fired: Vec<usize>,
-    finished: Vec<usize>,
-    reporter_scheduled: bool,
+    /// The sleep children of each batch in flight, by batch id (the ids in
+    /// `free_batches` are unused).
+    batches: Vec<Vec<usize>>,
+    free_batches: Vec<usize>,
+    /// The batch that children moving now join, while nothing else has been
+    /// scheduled since it was.
+    open: Option<(Opening, usize)>,
+    /// Numbers batch steps and `cancel()` calls.
+    serial: u64,
     log_traceback: bool,
     /// The timer heap's way to this gather, cut once it is done.
     link: Option<Arc<GatherLink>>,
@@ -242,56 +296,45 @@ impl ChildDone {
     }
 }
 
-/// The callable that delivers scheduled sleep-child reports.
-#[pyclass(frozen, module = "rustasync._rustasync", name = "_GatherSleepReports")]
-struct SleepReports {
+/// A batch of sleep children whose Tasks' steps would sit next to each
+/// other in the loop's queue: the loop runs this once per iteration, and each
+/// run takes every member one step, as asyncio runs each Task's, until all
+/// are finished and reported.
+#[pyclass(frozen, module = "rustasync._rustasync", name = "_GatherSleepSteps")]
+struct SleepSteps {
     outer: Py<GatheringFuture>,
+    id: usize,
+}
+
+/// What one batch step leaves to do once the gather is unlocked.
+#[derive(Default)]
+struct StepWork {
+    /// Children to report to the gather, in order.
+    reports: Vec<usize>,
+    /// Children whose timers to arm, with their delays.
+    timers: Vec<(usize, f64)>,
+    /// Whether the batch runs again next iteration.
+    again: bool,
 }
 
 #[pymethods]
-impl SleepReports {
+impl SleepSteps {
     fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let outer = slf.get().outer.bind(py);
-        let (report, again) = {
-            let mut inner = outer.get().inner.lock().unwrap();
-            let inner = &mut *inner;
-            let report = std::mem::take(&mut inner.finished);
-            // Fired children finish now (cancelled ones stay cancelled) and
-            // are reported next iteration.
-            let fired = std::mem::take(&mut inner.fired);
-            for &i in &fired {
-                if let Some(phase) = inner.children[i].sleep_mut() {
-                    phase.advance(|p| match p {
-                        SleepPhase::Ready(v) => SleepPhase::Done(v),
-                        other => other,
-                    });
-                }
-            }
-            inner.finished = fired;
-            // Zero delays yield now; those cancelled before their yield went
-            // to `fired` when they were cancelled.
-            for i in std::mem::take(&mut inner.starting) {
-                if let Some(phase @ SleepPhase::Starting(_)) = inner.children[i].sleep_mut() {
-                    phase.advance(|p| match p {
-                        SleepPhase::Starting(v) => SleepPhase::Ready(v),
-                        other => other,
-                    });
-                    inner.fired.push(i);
-                }
-            }
-            let again = !(inner.finished.is_empty() && inner.fired.is_empty());
-            inner.reporter_scheduled = again;
-            (report, again)
-        };
-        if again {
+        let me = slf.get();
+        let outer = me.outer.bind(py);
+        let work = outer.get().step_batch(me.id);
+        if work.again {
             outer
                 .get()
                 .loop_
                 .bind(py)
                 .call_method1(intern!(py, "call_soon"), (slf,))?;
         }
-        for index in report {
+        if !work.timers.is_empty() {
+            GatheringFuture::arm_timers(outer, &work.timers)?;
+        }
+        for index in work.reports {
             GatheringFuture::child_done(outer, index)?;
         }
         Ok(())
@@ -324,29 +367,197 @@ impl GatheringFuture {
     /// Whether sleep child `index` still waits for its deadline (the timer
     /// heap's entry for it is live).
     pub(crate) fn sleep_child_pending(&self, index: usize) -> bool {
-        matches!(
-            self.inner.lock().unwrap().children.get(index),
+        match self.inner.lock().unwrap().children.get(index) {
             Some(Slot {
-                child: Child::Sleep(SleepPhase::Waiting { .. }),
+                child: Child::Sleep(phase),
                 ..
-            })
-        )
+            }) => phase.in_timer_heap(),
+            _ => false,
+        }
     }
 
-    /// Called by the timers when an adopted sleep expires.
+    /// Called by the timers when an adopted sleep expires: its Task would
+    /// wake up next iteration.
     pub(crate) fn sleep_child_expired(slf: &Bound<'_, Self>, index: usize) -> PyResult<()> {
-        {
+        let key = {
             let mut inner = slf.get().inner.lock().unwrap();
             match inner.children.get_mut(index).and_then(Slot::sleep_mut) {
-                Some(phase @ SleepPhase::Waiting { .. }) => phase.advance(|p| match p {
-                    SleepPhase::Waiting { value, .. } => SleepPhase::Ready(value),
-                    other => other,
-                }),
-                _ => return Ok(()),
+                Some(phase @ SleepPhase::Waiting { timer: Some(_), .. }) => {
+                    let mut key = None;
+                    phase.advance(|p| match p {
+                        SleepPhase::Waiting { value, timer } => {
+                            key = timer;
+                            SleepPhase::Ready(value)
+                        }
+                        other => other,
+                    });
+                    key
+                }
+                _ => None,
             }
-            inner.fired.push(index);
+        };
+        match key {
+            Some(key) => Self::join_batch(slf, index, Opening::Expiry(key)),
+            None => Ok(()),
         }
-        Self::ensure_reporter(slf)
+    }
+
+    /// Put sleep child `index` in the batch opened for `opening`, or in a new
+    /// one scheduled now (at the end of the loop's queue).
+    fn join_batch(slf: &Bound<'_, Self>, index: usize, opening: Opening) -> PyResult<()> {
+        let py = slf.py();
+        let new_batch = {
+            let mut guard = slf.get().inner.lock().unwrap();
+            let inner = &mut *guard;
+            match inner.open {
+                Some((o, id)) if o == opening => {
+                    inner.batches[id].push(index);
+                    None
+                }
+                _ => {
+                    let id = match inner.free_batches.pop() {
+                        Some(id) => id,
+                        None => {
+                            inner.batches.push(Vec::new());
+                            inner.batches.len() - 1
+                        }
+                    };
+                    inner.batches[id].push(index);
+                    inner.open = Some((opening, id));
+                    Some(id)
+                }
+            }
+        };
+        if let Some(id) = new_batch {
+            let steps = Bound::new(
+                py,
+                SleepSteps {
+                    outer: slf.clone().unbind(),
+                    id,
+                },
+            )?;
+            slf.get()
+                .loop_
+                .bind(py)
+                .call_method1(intern!(py, "call_soon"), (steps,))?;
+        }
+        Ok(())
+    }
+
+    /// Whatever is scheduled next does not sit next to the open batch.
+    fn close_batch(&self) {
+        self.inner.lock().unwrap().open = None;
+    }
+
+    /// One step of batch `id`: each member moves on as its Task's step
+    /// would; what needs Python is returned, to do unlocked.
+    fn step_batch(&self, id: usize) -> StepWork {
+        let mut guard = self.inner.lock().unwrap();
+        let inner = &mut *guard;
+        if matches!(inner.open, Some((_, open)) if open == id) {
+            inner.open = None;
+        }
+        let members = std::mem::take(&mut inner.batches[id]);
+        let mut work = StepWork::default();
+        if !matches!(inner.state, State::Pending) {
+            // Nothing a sleep child does matters any more.
+            inner.free_batches.push(id);
+            return work;
+        }
+        inner.serial += 1;
+        let step = inner.serial;
+        let mut keep = Vec::with_capacity(members.len());
+        for i in members {
+            let slot = &mut inner.children[i];
+            let Child::Sleep(phase) = &mut slot.child else {
+                continue;
+            };
+            match phase {
+                SleepPhase::Starting { delay, .. } => {
+                    let delay = *delay;
+                    let timer = (delay > 0.0 && delay.is_finite()).then_some(TimerKey {
+                        step,
+                        delay_bits: delay.to_bits(),
+                    });
+                    phase.advance(|p| match p {
+                        SleepPhase::Starting { value, .. } if delay <= 0.0 => {
+                            SleepPhase::Ready(value)
+                        }
+                        SleepPhase::Starting { value, .. } => SleepPhase::Waiting { value, timer },
+                        other => other,
+                    });
+                    if delay <= 0.0 {
+                        keep.push(i);
+                    } else if timer.is_some() {
+                        work.timers.push((i, delay));
+                    }
+                }
+                SleepPhase::Ready(_) | SleepPhase::Cancelling { .. } => {
+                    phase.advance(|p| match p {
+                        SleepPhase::Ready(value) => SleepPhase::Done(value),
+                        SleepPhase::Cancelling { msg, .. } => SleepPhase::Cancelled(msg),
+                        other => other,
+                    });
+                    keep.push(i);
+                }
+                SleepPhase::Done(_) | SleepPhase::Cancelled(_) => {
+                    if !slot.reported {
+                        work.reports.push(i);
+                    }
+                }
+                SleepPhase::Waiting { .. } => {}
+            }
+        }
+        work.again = !keep.is_empty();
+        if work.again {
+            inner.batches[id] = keep;
+        } else {
+            inner.free_batches.push(id);
+        }
+        work
+    }
+
+    /// Put the children that just took their first step in the loop's timer
+    /// heap, each at the loop's time now plus its delay.
+    fn arm_timers(slf: &Bound<'_, Self>, timed: &[(usize, f64)]) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let (timers, link) = {
+            let inner = me.inner.lock().unwrap();
+            (
+                inner.timers.as_ref().map(|t| t.clone_ref(py)),
+                inner.link.clone(),
+            )
+        };
+        let timers = match timers {
+            Some(t) => t.into_bound(py),
+            None => {
+                let t = LoopTimers::for_loop(me.loop_.bind(py))?;
+                me.inner.lock().unwrap().timers = Some(t.clone().unbind());
+                t
+            }
+        };
+        let link = match link {
+            Some(l) => l,
+            None => {
+                let l = GatherLink::new(slf.clone().unbind());
+                me.inner.lock().unwrap().link = Some(l.clone());
+                l
+            }
+        };
+        let now: f64 = me
+            .loop_
+            .bind(py)
+            .call_method0(intern!(py, "time"))?
+            .extract()?;
+        for &(index, delay) in timed {
+            let waker = Waker::Gather {
+                link: link.clone(),
+                index,
+            };
+            LoopTimers::insert(&timers, now + delay, waker)?;
+        }
+        Ok(())
     }
 
     /// What child `index` holds, cloned out of the lock (callers then call
@@ -478,6 +689,7 @@ impl GatheringFuture {
             }
             inner.log_traceback = matches!(state, State::Exception { .. });
             inner.state = state;
+            inner.open = None;
             let timers = inner.timers.as_ref().map(|t| t.clone_ref(py));
             let dead_timers = match &timers {
                 Some(_) => inner
@@ -524,28 +736,6 @@ impl GatheringFuture {
                 &[cb.bind(py), slf.as_any()],
                 ctx.bind(py),
             )?;
-        }
-        Ok(())
-    }
-
-    /// Make sure the sleep-children reporter runs next iteration.
-    fn ensure_reporter(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let first = {
-            let mut inner = slf.get().inner.lock().unwrap();
-            !std::mem::replace(&mut inner.reporter_scheduled, true)
-        };
-        if first {
-            let reporter = Bound::new(
-                py,
-                SleepReports {
-                    outer: slf.clone().unbind(),
-                },
-            )?;
-            slf.get()
-                .loop_
-                .bind(py)
-                .call_method1(intern!(py, "call_soon"), (reporter,))?;
         }
         Ok(())
     }
@@ -747,46 +937,57 @@ impl GatheringFuture {
         }
         // As asyncio, once per argument: a repeated Task is asked twice (its
         // `cancelling()` count says so).
-        let nargs = me.inner.lock().unwrap().arg_child.len();
+        let (nargs, call) = {
+            let mut inner = me.inner.lock().unwrap();
+            inner.serial += 1;
+            (inner.arg_child.len(), inner.serial)
+        };
         let mut ret = false;
-        let mut sleeps_cancelled = false;
         for arg in 0..nargs {
-            let (fut, value, timers) = {
+            let (fut, outcome, timers) = {
                 let mut guard = me.inner.lock().unwrap();
                 let inner = &mut *guard;
                 let Some(&i) = inner.arg_child.get(arg) else {
                     break;
                 };
                 match &mut inner.children[i].child {
-                    Child::Future(f) => (Some(f.clone_ref(py)), None, None),
-                    Child::Sleep(phase) => match phase.cancel(py, msg.as_ref()) {
-                        Some(c) => {
-                            if c.list {
-                                inner.fired.push(i);
-                            }
-                            sleeps_cancelled = true;
-                            let timers = c
-                                .dead_timer
-                                .then(|| inner.timers.as_ref().map(|t| t.clone_ref(py)))
-                                .flatten();
-                            (None, Some(c.value), timers)
-                        }
-                        None => continue,
-                    },
+                    Child::Future(f) => {
+                        // Its cancel may schedule a wake-up: what comes next
+                        // does not sit next to the open batch.
+                        inner.open = None;
+                        (Some(f.clone_ref(py)), SleepCancel::Refused, None)
+                    }
+                    Child::Sleep(phase) => {
+                        let outcome = phase.cancel(py, msg.as_ref());
+                        let timers = match &outcome {
+                            SleepCancel::Woken {
+                                dead_timer: true, ..
+                            } => inner.timers.as_ref().map(|t| t.clone_ref(py)),
+                            _ => None,
+                        };
+                        (None, outcome, timers)
+                    }
                 }
             };
-            // The sleep's value is dropped unlocked: its `__del__` may use
-            // this gather.
-            drop(value);
+            // What the sleep child let go of (its value, an earlier message)
+            // is dropped unlocked: a `__del__` may use this gather.
+            match outcome {
+                SleepCancel::Refused => {}
+                SleepCancel::Accepted(dropped) => {
+                    ret = true;
+                    drop(dropped);
+                }
+                SleepCancel::Woken { value, .. } => {
+                    ret = true;
+                    drop(value);
+                    let i = me.inner.lock().unwrap().arg_child[arg];
+                    Self::join_batch(slf, i, Opening::Cancel(call))?;
+                }
+            }
             // Its heap entry is dead, as the TimerHandle of a cancelled
             // Task's sleep would be.
             if let Some(t) = timers {
                 t.get().note_cancelled(py);
-            }
-            // The reporter is scheduled in argument order, as the wake-up of
-            // a cancelled Task would be.
-            if sleeps_cancelled {
-                Self::ensure_reporter(slf)?;
             }
             if let Some(f) = fut {
                 let kwargs = PyDict::new(py);
@@ -799,7 +1000,6 @@ impl GatheringFuture {
                 }
             }
         }
-        let ret = ret || sleeps_cancelled;
         if ret {
             me.inner.lock().unwrap().cancel_requested = true;
         }
@@ -851,13 +1051,16 @@ impl GatheringFuture {
             match &slot.child {
                 Child::Future(f) => visit.call(f)?,
                 Child::Sleep(
-                    SleepPhase::Starting(v)
+                    SleepPhase::Starting { value: v, .. }
                     | SleepPhase::Waiting { value: v, .. }
                     | SleepPhase::Ready(v)
-                    | SleepPhase::Done(v),
+                    | SleepPhase::Done(v)
+                    | SleepPhase::Cancelling { msg: Some(v), .. }
+                    | SleepPhase::Cancelled(Some(v)),
                 ) => visit.call(v)?,
-                Child::Sleep(SleepPhase::Cancelled(Some(m))) => visit.call(m)?,
-                Child::Sleep(SleepPhase::Cancelled(None)) => {}
+                Child::Sleep(
+                    SleepPhase::Cancelling { msg: None, .. } | SleepPhase::Cancelled(None),
+                ) => {}
             }
         }
         Ok(())
@@ -1059,10 +1262,10 @@ pub fn gather<'py>(
                 arg_child: Vec::with_capacity(aws.len()),
                 nfinished: 0,
                 cancel_requested: false,
-                starting: Vec::new(),
-                fired: Vec::new(),
-                finished: Vec::new(),
-                reporter_scheduled: false,
+                batches: Vec::new(),
+                free_batches: Vec::new(),
+                open: None,
+                serial: 0,
                 log_traceback: false,
                 link: None,
                 timers: None,
@@ -1076,12 +1279,9 @@ pub fn gather<'py>(
     };
     let create_task = loop_.getattr(intern!(py, "create_task"))?;
     let ensure_future = Imports::get(py)?.ensure_future.bind(py);
-    let mut timers: Option<Bound<'py, LoopTimers>> = None;
-    let mut link: Option<Arc<GatherLink>> = None;
     let mut done_cb: Option<Bound<'py, ChildDone>> = None;
     let report_done_now = py.version_info() >= (3, 12);
     let mut done_now: Vec<usize> = Vec::new();
-    let mut now = 0.0;
     for (arg, kind) in aws.iter().zip(kinds) {
         if let Some(d) = &dedup {
             if let Some(i) = d.get_item(&arg)? {
@@ -1102,46 +1302,24 @@ pub fn gather<'py>(
         };
         match kind {
             Kind::Sleep(s) => {
+                // Its first step comes where its Task's would: next iteration,
+                // with the sleep arguments next to it.
                 let s = s.get();
+                let phase = SleepPhase::Starting {
+                    value: s.result.clone_ref(py),
+                    delay: s.delay,
+                };
                 {
-                    let value = s.result.clone_ref(py);
-                    let phase = if s.delay <= 0.0 {
-                        SleepPhase::Starting(value)
-                    } else {
-                        SleepPhase::Waiting {
-                            value,
-                            timed: s.delay.is_finite(),
-                        }
-                    };
                     let mut inner = outer.get().inner.lock().unwrap();
                     inner.children.push(Slot::new(Child::Sleep(phase)));
                     inner.arg_child.push(index);
-                    if s.delay <= 0.0 {
-                        inner.starting.push(index);
-                    }
                 }
-                if s.delay <= 0.0 {
-                    GatheringFuture::ensure_reporter(&outer)?;
-                } else if s.delay.is_finite() {
-                    if timers.is_none() {
-                        let t = LoopTimers::for_loop(&loop_)?;
-                        now = t.get().now(py)?;
-                        outer.get().inner.lock().unwrap().timers = Some(t.clone().unbind());
-                        timers = Some(t);
-                    }
-                    let t = timers.as_ref().unwrap();
-                    let link = link
-                        .get_or_insert_with(|| {
-                            let l = GatherLink::new(outer.clone().unbind());
-                            outer.get().inner.lock().unwrap().link = Some(l.clone());
-                            l
-                        })
-                        .clone();
-                    let waker = Waker::Gather { link, index };
-                    LoopTimers::insert(t, now + s.delay, waker)?;
-                }
+                GatheringFuture::join_batch(&outer, index, Opening::Creation)?;
             }
             Kind::Coroutine | Kind::Other => {
+                // A Task's first step, or a done future's callbacks, may be
+                // scheduled here.
+                outer.get().close_batch();
                 let fut = match kind {
                     Kind::Coroutine => create_task.call1((&arg,))?,
                     _ => {
@@ -1181,6 +1359,7 @@ pub fn gather<'py>(
             }
         }
     }
+    outer.get().close_batch();
     for index in done_now {
         GatheringFuture::child_done(&outer, index)?;
     }

@@ -265,6 +265,28 @@ def test_cancel_at_each_iteration_of_a_zero_sleep_child(impl, run, hops, return_
     assert got == run(main(STOCK))
 
 
+def test_children_report_in_the_order_their_tasks_would(impl, run):
+    """A Task child cancelled from outside, then the gather cancelled in the
+    same iteration: stock wakes the sleep child's Task after the first
+    child's, so the first child reports first and the gather raises its
+    `CancelledError` (regression: the sleep child stepped in a callback
+    scheduled an iteration earlier, ahead of the Task, and the gather raised
+    the second message)."""
+
+    async def main():
+        t = asyncio.get_running_loop().create_task(impl.sleep(10))
+        g = impl.gather(t, impl.sleep(0), impl.sleep(0.001))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        t.cancel("first")
+        g.cancel("second")
+        with pytest.raises(asyncio.CancelledError) as ei:
+            await g
+        return ei.value.args
+
+    assert run(main()) == ("first",)
+
+
 def test_cancel_asks_a_repeated_task_once_per_argument(impl, run):
     """asyncio cancels the children once per argument, so a Task given three
     times counts three cancellation requests (regression: rustasync asked it
