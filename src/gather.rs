@@ -457,8 +457,11 @@ impl GatheringFuture {
         if matches!(inner.open, Some((_, open)) if open == id) {
             inner.open = None;
         }
-        let members = std::mem::take(&mut inner.batches[id]);
         let mut work = StepWork::default();
+        // A gather cleared by the collector has no batches or children left.
+        let Some(members) = inner.batches.get_mut(id).map(std::mem::take) else {
+            return work;
+        };
         if !matches!(inner.state, State::Pending) {
             // Nothing a sleep child does matters any more.
             inner.free_batches.push(id);
@@ -468,8 +471,11 @@ impl GatheringFuture {
         let step = inner.serial;
         let mut keep = Vec::with_capacity(members.len());
         for i in members {
-            let slot = &mut inner.children[i];
-            let Child::Sleep(phase) = &mut slot.child else {
+            let Some(Slot {
+                child: Child::Sleep(phase),
+                reported,
+            }) = inner.children.get_mut(i)
+            else {
                 continue;
             };
             match phase {
@@ -501,7 +507,7 @@ impl GatheringFuture {
                     keep.push(i);
                 }
                 SleepPhase::Done(_) | SleepPhase::Cancelled(_) => {
-                    if !slot.reported {
+                    if !*reported {
                         work.reports.push(i);
                     }
                 }
@@ -563,13 +569,20 @@ impl GatheringFuture {
     /// What child `index` holds, cloned out of the lock (callers then call
     /// into Python freely).
     fn child_view(&self, py: Python<'_>, index: usize) -> ChildView {
-        match &self.inner.lock().unwrap().children[index].child {
-            Child::Future(f) => ChildView::Future(f.clone_ref(py)),
-            Child::Sleep(SleepPhase::Done(v)) => ChildView::Value(v.clone_ref(py)),
-            Child::Sleep(SleepPhase::Cancelled(msg)) => {
+        match self
+            .inner
+            .lock()
+            .unwrap()
+            .children
+            .get(index)
+            .map(|s| &s.child)
+        {
+            Some(Child::Future(f)) => ChildView::Future(f.clone_ref(py)),
+            Some(Child::Sleep(SleepPhase::Done(v))) => ChildView::Value(v.clone_ref(py)),
+            Some(Child::Sleep(SleepPhase::Cancelled(msg))) => {
                 ChildView::Cancelled(msg.as_ref().map(|m| m.clone_ref(py)))
             }
-            Child::Sleep(_) => ChildView::Unfinished,
+            Some(Child::Sleep(_)) | None => ChildView::Unfinished,
         }
     }
 
@@ -612,8 +625,10 @@ impl GatheringFuture {
         let me = slf.get();
         let (nfinished, nfuts) = {
             let mut inner = me.inner.lock().unwrap();
-            if std::mem::replace(&mut inner.children[index].reported, true) {
-                return Ok(());
+            match inner.children.get_mut(index) {
+                Some(slot) if !slot.reported => slot.reported = true,
+                // Reported already, or cleared by the collector.
+                _ => return Ok(()),
             }
             inner.nfinished += 1;
             (inner.nfinished, inner.children.len())
@@ -944,18 +959,21 @@ impl GatheringFuture {
         };
         let mut ret = false;
         for arg in 0..nargs {
-            let (fut, outcome, timers) = {
+            let (i, fut, outcome, timers) = {
                 let mut guard = me.inner.lock().unwrap();
                 let inner = &mut *guard;
                 let Some(&i) = inner.arg_child.get(arg) else {
                     break;
                 };
-                match &mut inner.children[i].child {
+                let Some(slot) = inner.children.get_mut(i) else {
+                    break;
+                };
+                match &mut slot.child {
                     Child::Future(f) => {
                         // Its cancel may schedule a wake-up: what comes next
                         // does not sit next to the open batch.
                         inner.open = None;
-                        (Some(f.clone_ref(py)), SleepCancel::Refused, None)
+                        (i, Some(f.clone_ref(py)), SleepCancel::Refused, None)
                     }
                     Child::Sleep(phase) => {
                         let outcome = phase.cancel(py, msg.as_ref());
@@ -965,7 +983,7 @@ impl GatheringFuture {
                             } => inner.timers.as_ref().map(|t| t.clone_ref(py)),
                             _ => None,
                         };
-                        (None, outcome, timers)
+                        (i, None, outcome, timers)
                     }
                 }
             };
@@ -980,7 +998,6 @@ impl GatheringFuture {
                 SleepCancel::Woken { value, .. } => {
                     ret = true;
                     drop(value);
-                    let i = me.inner.lock().unwrap().arg_child[arg];
                     Self::join_batch(slf, i, Opening::Cancel(call))?;
                 }
             }
@@ -1072,6 +1089,10 @@ impl GatheringFuture {
         // nothing is cleared now (the cycle stays until a later collection).
         let taken = self.inner.try_lock().ok().map(|mut inner| {
             inner.arg_child.clear();
+            inner.future_index.clear();
+            inner.batches.clear();
+            inner.free_batches.clear();
+            inner.open = None;
             (
                 std::mem::take(&mut inner.callbacks),
                 std::mem::take(&mut inner.children),
@@ -1282,6 +1303,9 @@ pub fn gather<'py>(
     let mut done_cb: Option<Bound<'py, ChildDone>> = None;
     let report_done_now = py.version_info() >= (3, 12);
     let mut done_now: Vec<usize> = Vec::new();
+    // Whether a batch of sleep arguments is open (to close it without a
+    // lock per coroutine argument when none is).
+    let mut batch_open = false;
     for (arg, kind) in aws.iter().zip(kinds) {
         if let Some(d) = &dedup {
             if let Some(i) = d.get_item(&arg)? {
@@ -1315,11 +1339,14 @@ pub fn gather<'py>(
                     inner.arg_child.push(index);
                 }
                 GatheringFuture::join_batch(&outer, index, Opening::Creation)?;
+                batch_open = true;
             }
             Kind::Coroutine | Kind::Other => {
                 // A Task's first step, or a done future's callbacks, may be
                 // scheduled here.
-                outer.get().close_batch();
+                if std::mem::take(&mut batch_open) {
+                    outer.get().close_batch();
+                }
                 let fut = match kind {
                     Kind::Coroutine => create_task.call1((&arg,))?,
                     _ => {
@@ -1359,7 +1386,9 @@ pub fn gather<'py>(
             }
         }
     }
-    outer.get().close_batch();
+    if batch_open {
+        outer.get().close_batch();
+    }
     for index in done_now {
         GatheringFuture::child_done(&outer, index)?;
     }
