@@ -189,6 +189,55 @@ enum ChildView {
     Unfinished,
 }
 
+impl ChildView {
+    fn of(py: Python<'_>, slot: &Slot) -> ChildView {
+        match &slot.child {
+            Child::Future(f) => ChildView::Future(f.clone_ref(py)),
+            Child::Sleep(SleepPhase::Done(v)) => ChildView::Value(v.clone_ref(py)),
+            Child::Sleep(SleepPhase::Cancelled(msg)) => {
+                ChildView::Cancelled(msg.as_ref().map(|m| m.clone_ref(py)))
+            }
+            Child::Sleep(_) => ChildView::Unfinished,
+        }
+    }
+
+    /// The value the child contributes to the result list.
+    fn value(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let fut = match self {
+            ChildView::Future(f) => f,
+            ChildView::Value(v) => return Ok(v),
+            ChildView::Cancelled(msg) => return cancelled_in_results(py, msg.as_ref()),
+            ChildView::Unfinished => return Ok(py.None()),
+        };
+        let fut = fut.bind(py);
+        if truthy(fut, intern!(py, "cancelled"))? {
+            let msg = fut.getattr(intern!(py, "_cancel_message"))?.unbind();
+            return cancelled_in_results(py, Some(&msg));
+        }
+        let exc = fut.call_method0(intern!(py, "exception"))?;
+        if !exc.is_none() {
+            return Ok(exc.unbind());
+        }
+        Ok(fut.call_method0(intern!(py, "result"))?.unbind())
+    }
+
+    /// (cancelled, exception or None) of a finished child; reading a
+    /// future's exception marks it retrieved.
+    fn outcome(self, py: Python<'_>) -> PyResult<(bool, Option<Py<PyAny>>)> {
+        let fut = match self {
+            ChildView::Future(f) => f,
+            ChildView::Cancelled(_) => return Ok((true, None)),
+            ChildView::Value(_) | ChildView::Unfinished => return Ok((false, None)),
+        };
+        let fut = fut.bind(py);
+        if truthy(fut, intern!(py, "cancelled"))? {
+            return Ok((true, None));
+        }
+        let exc = fut.call_method0(intern!(py, "exception"))?;
+        Ok((false, (!exc.is_none()).then(|| exc.unbind())))
+    }
+}
+
 enum State {
     Pending,
     Result(Py<PyAny>),
@@ -242,6 +291,38 @@ struct Inner {
     /// The loop's timers, once a sleep child is in them: told of each entry
     /// the gather gives up on, so that dead entries get compacted.
     timers: Option<Py<LoopTimers>>,
+}
+
+impl Inner {
+    /// A new batch of `members`, open for `opening`; returns its id (the
+    /// caller schedules it, unlocked).
+    fn new_batch(&mut self, members: Vec<usize>, opening: Opening) -> usize {
+        let id = match self.free_batches.pop() {
+            Some(id) => {
+                self.batches[id] = members;
+                id
+            }
+            None => {
+                self.batches.push(members);
+                self.batches.len() - 1
+            }
+        };
+        self.open = Some((opening, id));
+        id
+    }
+
+    /// Put child `index` in the batch open for `opening`, or in a new one
+    /// whose id is returned (to schedule now, at the end of the loop's
+    /// queue).
+    fn join_batch(&mut self, index: usize, opening: Opening) -> Option<usize> {
+        match self.open {
+            Some((o, id)) if o == opening => {
+                self.batches[id].push(index);
+                None
+            }
+            _ => Some(self.new_batch(vec![index], opening)),
+        }
+    }
 }
 
 /// The future returned by `rustasync.gather()`.
@@ -379,74 +460,56 @@ impl GatheringFuture {
     /// Called by the timers when an adopted sleep expires: its Task would
     /// wake up next iteration.
     pub(crate) fn sleep_child_expired(slf: &Bound<'_, Self>, index: usize) -> PyResult<()> {
-        let key = {
-            let mut inner = slf.get().inner.lock().unwrap();
-            match inner.children.get_mut(index).and_then(Slot::sleep_mut) {
-                Some(phase @ SleepPhase::Waiting { timer: Some(_), .. }) => {
-                    let mut key = None;
-                    phase.advance(|p| match p {
-                        SleepPhase::Waiting { value, timer } => {
-                            key = timer;
-                            SleepPhase::Ready(value)
-                        }
-                        other => other,
-                    });
-                    key
+        let new_batch = {
+            let mut guard = slf.get().inner.lock().unwrap();
+            let inner = &mut *guard;
+            let Some(phase @ SleepPhase::Waiting { timer: Some(_), .. }) =
+                inner.children.get_mut(index).and_then(Slot::sleep_mut)
+            else {
+                return Ok(());
+            };
+            let mut key = None;
+            phase.advance(|p| match p {
+                SleepPhase::Waiting { value, timer } => {
+                    key = timer;
+                    SleepPhase::Ready(value)
                 }
-                _ => None,
-            }
+                other => other,
+            });
+            key.and_then(|key| inner.join_batch(index, Opening::Expiry(key)))
         };
-        match key {
-            Some(key) => Self::join_batch(slf, index, Opening::Expiry(key)),
+        match new_batch {
+            Some(id) => Self::schedule_batch(slf, id),
             None => Ok(()),
         }
     }
 
-    /// Put sleep child `index` in the batch opened for `opening`, or in a new
-    /// one scheduled now (at the end of the loop's queue).
-    fn join_batch(slf: &Bound<'_, Self>, index: usize, opening: Opening) -> PyResult<()> {
+    /// Run batch `id` in the next iteration.
+    fn schedule_batch(slf: &Bound<'_, Self>, id: usize) -> PyResult<()> {
         let py = slf.py();
-        let new_batch = {
-            let mut guard = slf.get().inner.lock().unwrap();
-            let inner = &mut *guard;
-            match inner.open {
-                Some((o, id)) if o == opening => {
-                    inner.batches[id].push(index);
-                    None
-                }
-                _ => {
-                    let id = match inner.free_batches.pop() {
-                        Some(id) => id,
-                        None => {
-                            inner.batches.push(Vec::new());
-                            inner.batches.len() - 1
-                        }
-                    };
-                    inner.batches[id].push(index);
-                    inner.open = Some((opening, id));
-                    Some(id)
-                }
-            }
-        };
-        if let Some(id) = new_batch {
-            let steps = Bound::new(
-                py,
-                SleepSteps {
-                    outer: slf.clone().unbind(),
-                    id,
-                },
-            )?;
-            slf.get()
-                .loop_
-                .bind(py)
-                .call_method1(intern!(py, "call_soon"), (steps,))?;
-        }
+        let steps = Bound::new(
+            py,
+            SleepSteps {
+                outer: slf.clone().unbind(),
+                id,
+            },
+        )?;
+        slf.get()
+            .loop_
+            .bind(py)
+            .call_method1(intern!(py, "call_soon"), (steps,))?;
         Ok(())
     }
 
-    /// Whatever is scheduled next does not sit next to the open batch.
-    fn close_batch(&self) {
-        self.inner.lock().unwrap().open = None;
+    /// Schedule `members` as a batch of their own (nothing joins it).
+    fn start_batch(slf: &Bound<'_, Self>, members: Vec<usize>) -> PyResult<()> {
+        let id = {
+            let mut inner = slf.get().inner.lock().unwrap();
+            let id = inner.new_batch(members, Opening::Creation);
+            inner.open = None;
+            id
+        };
+        Self::schedule_batch(slf, id)
     }
 
     /// One step of batch `id`: each member moves on as its Task's step
@@ -469,14 +532,15 @@ impl GatheringFuture {
         }
         inner.serial += 1;
         let step = inner.serial;
-        let mut keep = Vec::with_capacity(members.len());
-        for i in members {
+        let mut members = members;
+        let children = &mut inner.children;
+        members.retain(|&i| {
             let Some(Slot {
                 child: Child::Sleep(phase),
                 reported,
-            }) = inner.children.get_mut(i)
+            }) = children.get_mut(i)
             else {
-                continue;
+                return false;
             };
             match phase {
                 SleepPhase::Starting { delay, .. } => {
@@ -492,11 +556,11 @@ impl GatheringFuture {
                         SleepPhase::Starting { value, .. } => SleepPhase::Waiting { value, timer },
                         other => other,
                     });
-                    if delay <= 0.0 {
-                        keep.push(i);
-                    } else if timer.is_some() {
+                    if timer.is_some() {
                         work.timers.push((i, delay));
                     }
+                    // A zero delay yielded; a timer takes over the others.
+                    delay <= 0.0
                 }
                 SleepPhase::Ready(_) | SleepPhase::Cancelling { .. } => {
                     phase.advance(|p| match p {
@@ -504,19 +568,20 @@ impl GatheringFuture {
                         SleepPhase::Cancelling { msg, .. } => SleepPhase::Cancelled(msg),
                         other => other,
                     });
-                    keep.push(i);
+                    true
                 }
                 SleepPhase::Done(_) | SleepPhase::Cancelled(_) => {
                     if !*reported {
                         work.reports.push(i);
                     }
+                    false
                 }
-                SleepPhase::Waiting { .. } => {}
+                SleepPhase::Waiting { .. } => false,
             }
-        }
-        work.again = !keep.is_empty();
+        });
+        work.again = !members.is_empty();
         if work.again {
-            inner.batches[id] = keep;
+            inner.batches[id] = members;
         } else {
             inner.free_batches.push(id);
         }
@@ -569,20 +634,9 @@ impl GatheringFuture {
     /// What child `index` holds, cloned out of the lock (callers then call
     /// into Python freely).
     fn child_view(&self, py: Python<'_>, index: usize) -> ChildView {
-        match self
-            .inner
-            .lock()
-            .unwrap()
-            .children
-            .get(index)
-            .map(|s| &s.child)
-        {
-            Some(Child::Future(f)) => ChildView::Future(f.clone_ref(py)),
-            Some(Child::Sleep(SleepPhase::Done(v))) => ChildView::Value(v.clone_ref(py)),
-            Some(Child::Sleep(SleepPhase::Cancelled(msg))) => {
-                ChildView::Cancelled(msg.as_ref().map(|m| m.clone_ref(py)))
-            }
-            Some(Child::Sleep(_)) | None => ChildView::Unfinished,
+        match self.inner.lock().unwrap().children.get(index) {
+            Some(slot) => ChildView::of(py, slot),
+            None => ChildView::Unfinished,
         }
     }
 
@@ -604,42 +658,39 @@ impl GatheringFuture {
         }
     }
 
-    /// (cancelled, exception or None) of a finished child.
-    fn child_outcome(&self, py: Python<'_>, index: usize) -> PyResult<(bool, Option<Py<PyAny>>)> {
-        let fut = match self.child_view(py, index) {
-            ChildView::Future(f) => f,
-            ChildView::Cancelled(_) => return Ok((true, None)),
-            ChildView::Value(_) | ChildView::Unfinished => return Ok((false, None)),
-        };
-        let fut = fut.bind(py);
-        if truthy(fut, intern!(py, "cancelled"))? {
-            return Ok((true, None));
-        }
-        let exc = fut.call_method0(intern!(py, "exception"))?;
-        Ok((false, (!exc.is_none()).then(|| exc.unbind())))
-    }
-
     /// asyncio's `_done_callback`, for child `index`.
     fn child_done(slf: &Bound<'_, Self>, index: usize) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
-        let (nfinished, nfuts) = {
-            let mut inner = me.inner.lock().unwrap();
-            match inner.children.get_mut(index) {
-                Some(slot) if !slot.reported => slot.reported = true,
+        let (last, done, view) = {
+            let mut guard = me.inner.lock().unwrap();
+            let inner = &mut *guard;
+            let slot = match inner.children.get_mut(index) {
+                Some(slot) if !slot.reported => slot,
                 // Reported already, or cleared by the collector.
                 _ => return Ok(()),
-            }
+            };
+            slot.reported = true;
+            // A sleep child's outcome needs no copy of its value.
+            let view = match &slot.child {
+                Child::Future(f) => ChildView::Future(f.clone_ref(py)),
+                Child::Sleep(SleepPhase::Cancelled(_)) => ChildView::Cancelled(None),
+                Child::Sleep(_) => ChildView::Unfinished,
+            };
             inner.nfinished += 1;
-            (inner.nfinished, inner.children.len())
+            (
+                inner.nfinished == inner.children.len(),
+                !matches!(inner.state, State::Pending),
+                view,
+            )
         };
-        if me.is_done() {
+        if done {
             // Mark the exception retrieved.
-            let _ = me.child_outcome(py, index)?;
+            let _ = view.outcome(py)?;
             return Ok(());
         }
         if !me.return_exceptions {
-            let (cancelled, exc) = me.child_outcome(py, index)?;
+            let (cancelled, exc) = view.outcome(py)?;
             if cancelled {
                 let exc = me.child_cancelled_error(py, index)?;
                 return Self::finish(slf, State::exception(py, exc));
@@ -648,47 +699,39 @@ impl GatheringFuture {
                 return Self::finish(slf, State::exception(py, exc));
             }
         }
-        if nfinished == nfuts {
-            let mut values = Vec::with_capacity(nfuts);
-            for i in 0..nfuts {
-                values.push(me.child_value(py, i)?);
-            }
-            let (arg_child, cancel_requested) = {
-                let inner = me.inner.lock().unwrap();
-                (inner.arg_child.clone(), inner.cancel_requested)
-            };
-            if cancel_requested {
-                // asyncio takes `_make_cancelled_error()` of the last
-                // argument's child here (its loop variable), not of the child
-                // that finished last.
-                let last = *arg_child.last().unwrap_or(&index);
-                let exc = me.child_cancelled_error(py, last)?;
-                return Self::finish(slf, State::exception(py, exc));
-            }
-            let results = PyList::new(py, arg_child.iter().map(|&i| values[i].clone_ref(py)))?;
-            return Self::finish(slf, State::Result(results.into_any().unbind()));
+        if last {
+            return Self::finish_all(slf, index);
         }
         Ok(())
     }
 
-    /// The value a finished child contributes to the result list.
-    fn child_value(&self, py: Python<'_>, index: usize) -> PyResult<Py<PyAny>> {
-        let fut = match self.child_view(py, index) {
-            ChildView::Future(f) => f,
-            ChildView::Value(v) => return Ok(v),
-            ChildView::Cancelled(msg) => return cancelled_in_results(py, msg.as_ref()),
-            ChildView::Unfinished => return Ok(py.None()),
+    /// Every child has reported: the list of results, or the cancellation.
+    fn finish_all(slf: &Bound<'_, Self>, index: usize) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let (views, arg_child, cancel_requested) = {
+            let inner = me.inner.lock().unwrap();
+            let views: Vec<ChildView> = inner
+                .children
+                .iter()
+                .map(|slot| ChildView::of(py, slot))
+                .collect();
+            (views, inner.arg_child.clone(), inner.cancel_requested)
         };
-        let fut = fut.bind(py);
-        if truthy(fut, intern!(py, "cancelled"))? {
-            let msg = fut.getattr(intern!(py, "_cancel_message"))?.unbind();
-            return cancelled_in_results(py, Some(&msg));
+        let values = views
+            .into_iter()
+            .map(|v| v.value(py))
+            .collect::<PyResult<Vec<_>>>()?;
+        if cancel_requested {
+            // asyncio takes `_make_cancelled_error()` of the last argument's
+            // child here (its loop variable), not of the child that finished
+            // last.
+            let last = *arg_child.last().unwrap_or(&index);
+            let exc = me.child_cancelled_error(py, last)?;
+            return Self::finish(slf, State::exception(py, exc));
         }
-        let exc = fut.call_method0(intern!(py, "exception"))?;
-        if !exc.is_none() {
-            return Ok(exc.unbind());
-        }
-        Ok(fut.call_method0(intern!(py, "result"))?.unbind())
+        let results = PyList::new(py, arg_child.iter().map(|&i| values[i].clone_ref(py)))?;
+        Self::finish(slf, State::Result(results.into_any().unbind()))
     }
 
     /// Complete the outer future and schedule its callbacks.
@@ -959,7 +1002,7 @@ impl GatheringFuture {
         };
         let mut ret = false;
         for arg in 0..nargs {
-            let (i, fut, outcome, timers) = {
+            let (new_batch, fut, outcome, timers) = {
                 let mut guard = me.inner.lock().unwrap();
                 let inner = &mut *guard;
                 let Some(&i) = inner.arg_child.get(arg) else {
@@ -973,7 +1016,7 @@ impl GatheringFuture {
                         // Its cancel may schedule a wake-up: what comes next
                         // does not sit next to the open batch.
                         inner.open = None;
-                        (i, Some(f.clone_ref(py)), SleepCancel::Refused, None)
+                        (None, Some(f.clone_ref(py)), SleepCancel::Refused, None)
                     }
                     Child::Sleep(phase) => {
                         let outcome = phase.cancel(py, msg.as_ref());
@@ -983,7 +1026,11 @@ impl GatheringFuture {
                             } => inner.timers.as_ref().map(|t| t.clone_ref(py)),
                             _ => None,
                         };
-                        (i, None, outcome, timers)
+                        let new_batch = match &outcome {
+                            SleepCancel::Woken { .. } => inner.join_batch(i, Opening::Cancel(call)),
+                            _ => None,
+                        };
+                        (new_batch, None, outcome, timers)
                     }
                 }
             };
@@ -998,8 +1045,10 @@ impl GatheringFuture {
                 SleepCancel::Woken { value, .. } => {
                     ret = true;
                     drop(value);
-                    Self::join_batch(slf, i, Opening::Cancel(call))?;
                 }
+            }
+            if let Some(id) = new_batch {
+                Self::schedule_batch(slf, id)?;
             }
             // Its heap entry is dead, as the TimerHandle of a cancelled
             // Task's sleep would be.
@@ -1303,9 +1352,9 @@ pub fn gather<'py>(
     let mut done_cb: Option<Bound<'py, ChildDone>> = None;
     let report_done_now = py.version_info() >= (3, 12);
     let mut done_now: Vec<usize> = Vec::new();
-    // Whether a batch of sleep arguments is open (to close it without a
-    // lock per coroutine argument when none is).
-    let mut batch_open = false;
+    // Consecutive sleep arguments: one batch, scheduled where the first
+    // one's Task step would be (before anything else is).
+    let mut sleeps: Vec<usize> = Vec::new();
     for (arg, kind) in aws.iter().zip(kinds) {
         if let Some(d) = &dedup {
             if let Some(i) = d.get_item(&arg)? {
@@ -1338,14 +1387,13 @@ pub fn gather<'py>(
                     inner.children.push(Slot::new(Child::Sleep(phase)));
                     inner.arg_child.push(index);
                 }
-                GatheringFuture::join_batch(&outer, index, Opening::Creation)?;
-                batch_open = true;
+                sleeps.push(index);
             }
             Kind::Coroutine | Kind::Other => {
                 // A Task's first step, or a done future's callbacks, may be
                 // scheduled here.
-                if std::mem::take(&mut batch_open) {
-                    outer.get().close_batch();
+                if !sleeps.is_empty() {
+                    GatheringFuture::start_batch(&outer, std::mem::take(&mut sleeps))?;
                 }
                 let fut = match kind {
                     Kind::Coroutine => create_task.call1((&arg,))?,
@@ -1386,8 +1434,8 @@ pub fn gather<'py>(
             }
         }
     }
-    if batch_open {
-        outer.get().close_batch();
+    if !sleeps.is_empty() {
+        GatheringFuture::start_batch(&outer, sleeps)?;
     }
     for index in done_now {
         GatheringFuture::child_done(&outer, index)?;
