@@ -93,15 +93,12 @@ impl ChildView {
     }
 }
 
-pub(super) fn truthy(
-    obj: &Bound<'_, PyAny>,
-    method: &Bound<'_, pyo3::types::PyString>,
-) -> PyResult<bool> {
+fn truthy(obj: &Bound<'_, PyAny>, method: &Bound<'_, pyo3::types::PyString>) -> PyResult<bool> {
     obj.call_method0(method)?.is_truthy()
 }
 
 /// `CancelledError('' if msg is None else msg)`, as gather stores in results.
-pub(super) fn cancelled_in_results(py: Python<'_>, msg: Option<&Py<PyAny>>) -> PyResult<Py<PyAny>> {
+fn cancelled_in_results(py: Python<'_>, msg: Option<&Py<PyAny>>) -> PyResult<Py<PyAny>> {
     let cls = Imports::get(py)?.cancelled_error.bind(py);
     let exc = match msg {
         Some(m) if !m.is_none(py) => cls.call1((m.bind(py),))?,

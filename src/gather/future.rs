@@ -238,6 +238,15 @@ impl GatheringFuture {
                     }
                 }
             };
+            // The child's wake-up is scheduled here, where its Task's would be.
+            if let Some(id) = new_batch {
+                Self::schedule_batch(slf, id)?;
+            }
+            // Its heap entry is dead, as the TimerHandle of a cancelled
+            // Task's sleep would be.
+            if let Some(t) = timers {
+                t.get().note_cancelled(py);
+            }
             // What the sleep child let go of (its value, an earlier message)
             // is dropped unlocked: a `__del__` may use this gather.
             match outcome {
@@ -250,14 +259,6 @@ impl GatheringFuture {
                     ret = true;
                     drop(value);
                 }
-            }
-            if let Some(id) = new_batch {
-                Self::schedule_batch(slf, id)?;
-            }
-            // Its heap entry is dead, as the TimerHandle of a cancelled
-            // Task's sleep would be.
-            if let Some(t) = timers {
-                t.get().note_cancelled(py);
             }
             if let Some(f) = fut {
                 let kwargs = PyDict::new(py);

@@ -157,7 +157,7 @@ struct StepWork {
 
 #[pymethods]
 impl SleepSteps {
-    pub(super) fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
+    fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
         let outer = me.outer.bind(py);
@@ -178,7 +178,7 @@ impl SleepSteps {
         Ok(())
     }
 
-    pub(super) fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.outer)
     }
 }

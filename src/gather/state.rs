@@ -82,7 +82,7 @@ pub(super) struct ChildDone {
 
 #[pymethods]
 impl ChildDone {
-    pub(super) fn __call__(&self, py: Python<'_>, fut: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn __call__(&self, py: Python<'_>, fut: &Bound<'_, PyAny>) -> PyResult<()> {
         let outer = self.outer.bind(py);
         let index = outer
             .get()
@@ -98,7 +98,7 @@ impl ChildDone {
         }
     }
 
-    pub(super) fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.outer)
     }
 }
@@ -110,7 +110,7 @@ impl GatheringFuture {
 
     /// What child `index` holds, cloned out of the lock (callers then call
     /// into Python freely).
-    pub(super) fn child_view(&self, py: Python<'_>, index: usize) -> ChildView {
+    fn child_view(&self, py: Python<'_>, index: usize) -> ChildView {
         match self.inner.lock().unwrap().children.get(index) {
             Some(slot) => ChildView::of(py, slot),
             None => ChildView::Unfinished,
@@ -187,7 +187,7 @@ impl GatheringFuture {
     }
 
     /// Every child has reported: the list of results, or the cancellation.
-    pub(super) fn finish_all(slf: &Bound<'_, Self>, index: usize) -> PyResult<()> {
+    fn finish_all(slf: &Bound<'_, Self>, index: usize) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
         let (views, arg_child, cancel_requested) = {
