@@ -166,6 +166,38 @@ async def child_cancel_touches(impl: Any) -> Any:
     return (accepted, res), seen
 
 
+async def result_drops_traceback(impl: Any) -> Any:
+    """`result()` replaces the exception's traceback (asyncio raises it once
+    with the one it was stored with, then with none), dropping a frame whose
+    local's `__del__` touches the gather."""
+    seen: list[Any] = []
+    g: Any = None
+
+    class Local:
+        def __del__(self) -> None:
+            if (t := touch(g)) is not None:
+                seen.append(t)
+
+    def fail() -> None:
+        local = Local()  # noqa: F841 - kept alive by the traceback's frame
+        raise KeyError("k")
+
+    child = asyncio.get_running_loop().create_future()
+    try:
+        fail()
+    except KeyError as e:
+        child.set_exception(e)
+    g = impl.gather(child)
+    await settle()
+    raised = []
+    for fut in (child, g, g):
+        try:
+            fut.result()
+        except KeyError as e:
+            raised.append(type(e).__name__)
+    return raised, seen
+
+
 SCENARIOS: dict[str, Callable[[Any], Awaitable[Any]]] = {
     "cancel drops a starting sleep(0)'s value": cancel_drops_value(0, 0),
     "cancel drops a yielded sleep(0)'s value": cancel_drops_value(0, 1),
@@ -174,6 +206,7 @@ SCENARIOS: dict[str, Callable[[Any], Awaitable[Any]]] = {
     "a done-callback touches the gather": done_callback_touches,
     "a done-callback touches the failed gather": failed_done_callback_touches,
     "a child's cancel() touches the gather": child_cancel_touches,
+    "result() drops a traceback": result_drops_traceback,
 }
 
 
