@@ -141,13 +141,14 @@ fn check_future_loops(
 /// Run awaitables concurrently and return their results in argument order.
 ///
 /// Like `asyncio.gather` of the running Python (3.12+ report children that
-/// are already done without waiting a loop iteration); differences: the bookkeeping is
-/// Rust; un-started `rustasync.sleep()` arguments go straight into the loop's
-/// timer heap instead of being wrapped in Tasks; a non-awaitable argument (or
-/// a future of another loop) is found before any Task is created or any
-/// sleep taken over, so nothing is left running and the sleeps and futures
-/// among the arguments are left as they were (the coroutines are closed, so
-/// that they do not warn "never awaited").
+/// are already done without waiting a loop iteration); differences: the
+/// bookkeeping is Rust; un-started `rustasync.sleep()` arguments are not
+/// wrapped in Tasks (they take their Tasks' steps in batches and wait in the
+/// loop's timer heap); a non-awaitable argument (or a future of another
+/// loop) is found before any Task is created or any sleep taken over, so
+/// nothing is left running and the sleeps and futures among the arguments
+/// are left as they were (the coroutines are closed, so that they do not
+/// warn "never awaited").
 ///
 /// With no running loop it takes the loop as asyncio's does: the first
 /// argument's if that is a future, else the event loop asyncio asks for
