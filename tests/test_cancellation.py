@@ -1,11 +1,15 @@
 """Cancellation at every await point, driven by hypothesis.
 
-A random program is a few worker tasks, each a list of operations: sleeps,
-gathers (of sleeps, coroutines and a failing child, with either
+A random program is a few worker tasks, each a list of operations: sleeps
+(zero-delay ones included), gathers (of sleeps, coroutines, a failing child
+and a child that takes iterations to give up when cancelled, with either
 `return_exceptions`), and every queue method that waits (`put`, `get`,
 `join`, `put_many`, `get_many`), some under `asyncio.timeout`. Cancellations
-land at random virtual times on random workers, and some programs run under
-a `TaskGroup` that one worker fails. The program runs on stock asyncio and
+land at random virtual times on random workers, and at every loop-iteration
+boundary of an operation: a worker cancelled `hops` iterations after it
+started one (during a gather's `sleep(0)` children starting, yielding,
+finishing and being reported, for instance). Some programs run under a
+`TaskGroup` that one worker fails. The program runs on stock asyncio and
 on rustasync, on a `VirtualTimeLoop` (deterministic: every deadline is
 distinct), and the traces must be identical: each operation's outcome,
 where each worker was cancelled, the queue's state, and the items left. On
@@ -50,6 +54,7 @@ op = st.one_of(
         st.lists(st.sampled_from(DELAYS), min_size=1, max_size=4),
         st.booleans(),  # return_exceptions
         st.booleans(),  # a failing child
+        st.booleans(),  # a child that takes iterations to give up
     ),
     st.tuples(st.just("put"), st.integers(0, 3)),
     st.tuples(st.just("get"), st.integers(0, 3)),
@@ -70,6 +75,12 @@ program = st.fixed_dictionaries(
         "cancels": st.lists(
             st.tuples(st.sampled_from([0.0, 0.0005, 0.0015, 0.003, 0.007]), st.integers(0, 3)),
             max_size=4,
+        ),
+        # (worker, operation, hops): cancel the worker `hops` loop iterations
+        # after it starts that operation (0: before its first suspension).
+        "hop_cancels": st.lists(
+            st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 6)),
+            max_size=3,
         ),
         "taskgroup_fail": st.one_of(st.none(), st.sampled_from([0.0, 0.0025, 0.006])),
     }
@@ -96,35 +107,65 @@ def outcome_of(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+# Virtual seconds after which a program that has not ended is stuck (every
+# worker still running is cancelled at 0.05).
+STUCK_AFTER = 1.0
+
+
 async def run_program(impl: Impl, prog: dict[str, Any]) -> dict[str, Any]:
+    """Run the program in a task; one that never ends is reported as stuck
+    (a trace stock never gives) instead of hanging the test."""
+    record: dict[str, Any] = {"log": [], "put_done": [], "got": [], "left": [], "uncertain": []}
+    body = asyncio.ensure_future(program_body(impl, prog, record))
+    await asyncio.wait([body], timeout=STUCK_AFTER)
+    if body.done():
+        body.result()
+    else:
+        record["log"].append(("stuck",))
+    return record
+
+
+async def program_body(impl: Impl, prog: dict[str, Any], record: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     q = impl.mod.Queue(prog["maxsize"])
-    log: list[Any] = []
-    put_done: list[int] = []  # items whose put returned
-    got: list[int] = []
-    uncertain: list[int] = []  # items of a put_many that was interrupted
+    log: list[Any] = record["log"]
+    put_done: list[int] = record["put_done"]  # items whose put returned
+    got: list[int] = record["got"]
+    uncertain: list[int] = record["uncertain"]  # items of a put_many that was interrupted
     counter = iter(range(1, 10**6))
     eps = iter(i * 1e-6 for i in range(1, 10**6))  # keeps every deadline distinct
 
+    def delay(d: float) -> float:
+        """`d`, made distinct from every other deadline; zero stays zero."""
+        return d + next(eps) if d else 0
+
     async def child(d: float, v: int) -> int:
-        await impl.sleep(d + next(eps))
+        await impl.sleep(delay(d))
         return v
 
     async def failing(d: float) -> None:
-        await impl.sleep(d + next(eps))
+        await impl.sleep(delay(d))
         raise KeyError("child")
+
+    async def stubborn(d: float, v: int) -> int:
+        try:
+            await impl.sleep(delay(d))
+        except asyncio.CancelledError:
+            for _ in range(2):
+                await impl.sleep(0)
+        return v
 
     async def do(w: int, i: int, step: tuple[Any, ...]) -> Any:
         kind = step[0]
         if kind == "sleep":
-            return await impl.sleep(step[1] + next(eps), (w, i))
+            return await impl.sleep(delay(step[1]), (w, i))
         if kind == "gather":
-            _, delays, ret_exc, fail = step
-            aws = [
-                impl.sleep(d + next(eps), j) if j % 2 else child(d, j) for j, d in enumerate(delays)
-            ]
+            _, delays, ret_exc, fail, slow_to_cancel = step
+            aws = [impl.sleep(delay(d), j) if j % 2 else child(d, j) for j, d in enumerate(delays)]
             if fail:
                 aws.append(failing(delays[0]))
+            if slow_to_cancel:
+                aws.append(stubborn(delays[-1], 99))
             res = await impl.gather(*aws, return_exceptions=ret_exc)
             return [r if isinstance(r, int) else outcome_of(r) for r in res]
         if kind == "put":
@@ -156,8 +197,17 @@ async def run_program(impl: Impl, prog: dict[str, Any]) -> dict[str, Any]:
             return None
         raise AssertionError(kind)
 
+    def cancel_after(hops: int, task: asyncio.Task[Any]) -> None:
+        if hops:
+            loop.call_soon(cancel_after, hops - 1, task)
+        else:
+            task.cancel()
+
     async def work(w: int, steps) -> None:
         for i, (step, timeout) in enumerate(steps):
+            for target, op, hops in prog["hop_cancels"]:
+                if (target % len(prog["workers"]), op) == (w, i):
+                    cancel_after(hops, asyncio.current_task())
             try:
                 if timeout is None:
                     res = await do(w, i, step)
@@ -206,16 +256,20 @@ async def run_program(impl: Impl, prog: dict[str, Any]) -> dict[str, Any]:
         log.append(("workers", ["cancelled" if t.cancelled() else "done" for t in tasks]))
 
     log.append(("end", str(q), q.qsize()))
-    left = []
+    left = record["left"]
     while not q.empty():
         left.append(q.get_nowait())
     log.append(("left", left))
-    return {"log": log, "put_done": put_done, "got": got, "left": left, "uncertain": uncertain}
 
 
 def run_virtual(impl: Impl, prog: dict[str, Any]) -> dict[str, Any]:
-    with asyncio.Runner(loop_factory=rustasync.VirtualTimeLoop) as runner:
-        return runner.run(run_program(impl, prog))
+    # Not asyncio.Runner: closing it waits for every task to end, and a stuck
+    # one never does; it is left pending instead.
+    loop = rustasync.VirtualTimeLoop()
+    try:
+        return loop.run_until_complete(run_program(impl, prog))
+    finally:
+        loop.close()
 
 
 def check_items(r: dict[str, Any]) -> None:

@@ -41,12 +41,16 @@ class Sleep(Generic[_T]):
 
 @final
 class GatheringFuture(Generic[_T]):
-    """The future `gather()` returns; the `asyncio.Future` API."""
+    """The future `gather()` returns: not an `asyncio.Future` instance, with
+    the part of its API used on futures one did not create (no
+    `set_result`/`set_exception`)."""
 
     _asyncio_future_blocking: bool
     _log_traceback: bool
     @property
     def _cancel_message(self) -> None: ...
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop: ...
     def __await__(self) -> Generator[Any, None, _T]: ...
     def __iter__(self) -> Generator[Any, None, _T]: ...
     def __next__(self) -> Any: ...
