@@ -313,6 +313,9 @@ pub fn warn_never_awaited(qualname: &str) {
     // A drop can happen on a thread that is not attached (a Rust owner let
     // go): only an attached thread warns.
     let _ = Python::try_attach(|py| {
+        // A drop can happen while an exception is propagating: keep it
+        // aside, as CPython does around this warning.
+        let pending = PyErr::take(py);
         let msg = format!("coroutine '{qualname}' was never awaited");
         let cat = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
         let r = std::ffi::CString::new(msg)
@@ -320,6 +323,9 @@ pub fn warn_never_awaited(qualname: &str) {
             .and_then(|m| PyErr::warn(py, &cat, &m, 1));
         if let Err(e) = r {
             e.write_unraisable(py, None);
+        }
+        if let Some(e) = pending {
+            e.restore(py);
         }
     });
 }

@@ -172,7 +172,11 @@ async def gather_future_of_another_loop(m: Mod) -> list[str]:
         # that loop and fails when the Task awaits it (RuntimeError);
         # rustasync refuses it at once (ValueError, asyncio's message for
         # the mixed case). Only the mixed case is compared.
-        return [await wait(lambda: m.gather(m.sleep(0), fut))]
+        s = m.sleep(0)
+        try:
+            return [await wait(lambda: m.gather(s, fut))]
+        finally:
+            s.close()  # rustasync leaves a rejected call's arguments untouched
     finally:
         other.close()
 
