@@ -305,27 +305,57 @@ pub fn thrown(
     Ok(PyErr::from_value(exc))
 }
 
+/// Run `f` with the exception being raised (if any) set aside, and put it
+/// back after, whatever `f` did; an error `f` leaves pending is dropped.
+///
+/// For Python calls made from `Drop` (a dealloc can run while an exception
+/// propagates): the raw exception is moved, never normalised nor wrapped in
+/// a `PyErr`, so even a `PanicException` in flight is left untouched.
+pub fn with_exception_aside<R>(py: Python<'_>, f: impl FnOnce() -> R) -> R {
+    let _ = py;
+    #[cfg(Py_3_12)]
+    unsafe {
+        let saved = ffi::PyErr_GetRaisedException();
+        let r = f();
+        ffi::PyErr_Clear();
+        if !saved.is_null() {
+            ffi::PyErr_SetRaisedException(saved);
+        }
+        r
+    }
+    #[cfg(not(Py_3_12))]
+    unsafe {
+        let (mut t, mut v, mut tb) = (
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+        ffi::PyErr_Fetch(&mut t, &mut v, &mut tb);
+        let r = f();
+        ffi::PyErr_Clear();
+        if !t.is_null() {
+            ffi::PyErr_Restore(t, v, tb);
+        }
+        r
+    }
+}
+
 /// Warn as CPython does for a coroutine dropped before it ever ran:
 /// `RuntimeWarning: coroutine '<qualname>' was never awaited`, through the
 /// warning filters; if a filter turns it into an error, that error is
-/// reported as unraisable, as CPython does. Called from `Drop`, attached.
+/// reported as unraisable, as CPython does. Called from `Drop` (a pyclass
+/// dealloc, which always runs attached).
 pub fn warn_never_awaited(qualname: &str) {
-    // A drop can happen on a thread that is not attached (a Rust owner let
-    // go): only an attached thread warns.
-    let _ = Python::try_attach(|py| {
-        // A drop can happen while an exception is propagating: keep it
-        // aside, as CPython does around this warning.
-        let pending = PyErr::take(py);
-        let msg = format!("coroutine '{qualname}' was never awaited");
-        let cat = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
-        let r = std::ffi::CString::new(msg)
-            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
-            .and_then(|m| PyErr::warn(py, &cat, &m, 1));
-        if let Err(e) = r {
-            e.write_unraisable(py, None);
-        }
-        if let Some(e) = pending {
-            e.restore(py);
-        }
+    Python::attach(|py| {
+        with_exception_aside(py, || {
+            let msg = format!("coroutine '{qualname}' was never awaited");
+            let cat = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+            let r = std::ffi::CString::new(msg)
+                .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
+                .and_then(|m| PyErr::warn(py, &cat, &m, 1));
+            if let Err(e) = r {
+                e.write_unraisable(py, None);
+            }
+        })
     });
 }

@@ -341,7 +341,7 @@ impl PyChannel {
     /// never will be; the place in line it held passes to the next sender.
     fn send(&self, item: Py<PyAny>) -> SendOp {
         SendOp {
-            chan: self.inner.clone(),
+            chan: Hold::new(&self.inner),
             state: Mutex::new(SendState::Init(item)),
         }
     }
@@ -363,10 +363,11 @@ impl PyChannel {
             .map(|i| i.map(Bound::unbind))
             .collect::<PyResult<_>>()?;
         Ok(SendManyOp {
-            chan: self.inner.clone(),
+            chan: Hold::new(&self.inner),
             total: items.len(),
             sent: std::sync::atomic::AtomicUsize::new(0),
             started: std::sync::atomic::AtomicBool::new(false),
+            finished: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(SendManyState { items, wait: None }),
         })
     }
@@ -542,19 +543,20 @@ impl PyChannel {
         PyList::new(py, r.map_err(|e| recv_error(e, sig))?)
     }
 
-    // The queued items are reported only while this object owns the engine
-    // alone: an operation in flight, another `Channel` object or a tokio
-    // task sharing it may still receive them (docs/design.md, rule 1).
-    // Nobody can clone the engine meanwhile: every other way to it is gone.
+    // The queued items are reported only while this object is the engine's
+    // only live holder: an operation in flight, another `Channel` object or
+    // a tokio task sharing it may still receive them (docs/design.md, rule
+    // 1); finished operations marked themselves idle. Nobody can clone the
+    // engine meanwhile: every other way to it is gone or idle.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if Arc::strong_count(&self.inner) != 1 {
+        if Core::live_handles(&self.inner) != 1 {
             return Ok(());
         }
         self.inner.try_for_each_item(|item| visit.call(item))
     }
 
     fn __clear__(&self) {
-        if Arc::strong_count(&self.inner) == 1 {
+        if Core::live_handles(&self.inner) == 1 {
             drop(self.inner.take_all());
         }
     }
@@ -593,6 +595,44 @@ fn future_done(py: Python<'_>, wake: &Arc<FutureWake>) -> bool {
         .call_method0(pyo3::intern!(py, "done"))
         .and_then(|d| d.is_truthy())
         .unwrap_or(true)
+}
+
+/// An operation's hold on the engine, marked idle once the operation is
+/// finished, so that it no longer stops the channel from reporting its
+/// items to the collector.
+struct Hold {
+    chan: Arc<Core>,
+    idle: std::sync::atomic::AtomicBool,
+}
+
+impl Hold {
+    fn new(chan: &Arc<Core>) -> Self {
+        Hold {
+            chan: chan.clone(),
+            idle: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn settle(&self) {
+        if !self.idle.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.chan.mark_idle();
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if *self.idle.get_mut() {
+            self.chan.unmark_idle();
+        }
+    }
+}
+
+impl std::ops::Deref for Hold {
+    type Target = Arc<Core>;
+    fn deref(&self) -> &Arc<Core> {
+        &self.chan
+    }
 }
 
 /// `ChannelClosed`/`TimeoutError` of a batch send, with how many items went
@@ -637,7 +677,7 @@ enum RecvState {
 /// an item already handed to it goes back first in line.
 #[pyclass(frozen, module = "rustasync._rustasync", name = "RecvOp")]
 pub struct RecvOp {
-    chan: Arc<Core>,
+    chan: Hold,
     mode: Mode,
     state: Mutex<RecvState>,
 }
@@ -645,7 +685,7 @@ pub struct RecvOp {
 impl RecvOp {
     fn new(chan: &Arc<Core>, mode: Mode) -> Self {
         RecvOp {
-            chan: chan.clone(),
+            chan: Hold::new(chan),
             mode,
             state: Mutex::new(RecvState::Init),
         }
@@ -764,8 +804,9 @@ impl RecvOp {
         // (creating futures, finalisers of dropped objects), and nothing of
         // ours is locked meanwhile. A re-entrant step finds it `Done`.
         let (r, keep) = self.advance(py, self.take_state());
-        if let Some(w) = keep {
-            self.put_state(RecvState::Waiting(w));
+        match keep {
+            Some(w) => self.put_state(RecvState::Waiting(w)),
+            None => self.chan.settle(),
         }
         r
     }
@@ -786,12 +827,14 @@ impl RecvOp {
         _tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         drop(self.take_state());
+        self.chan.settle();
         Err(thrown(typ, val))
     }
 
     /// Give up, putting back any handed item.
     fn close(&self) {
         drop(self.take_state());
+        self.chan.settle();
     }
 
     // No `__traverse__`: the only Python object a waiting receive holds is
@@ -843,7 +886,7 @@ enum SendState {
 /// the item was not sent.
 #[pyclass(frozen, module = "rustasync._rustasync", name = "SendOp")]
 pub struct SendOp {
-    chan: Arc<Core>,
+    chan: Hold,
     state: Mutex<SendState>,
 }
 
@@ -925,8 +968,9 @@ impl SendOp {
         let st = self.replace_state(SendState::Done);
         let mut keep = None;
         let r = self.advance(py, st, &mut keep);
-        if let Some(k) = keep {
-            drop(self.replace_state(k));
+        match keep {
+            Some(k) => drop(self.replace_state(k)),
+            None => self.chan.settle(),
         }
         r
     }
@@ -944,11 +988,13 @@ impl SendOp {
         _tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         drop(self.replace_state(SendState::Done));
+        self.chan.settle();
         Err(thrown(typ, val))
     }
 
     fn close(&self) {
         drop(self.replace_state(SendState::Done));
+        self.chan.settle();
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -981,12 +1027,14 @@ struct SendManyState {
 /// carries the same count as its `sent` attribute).
 #[pyclass(frozen, module = "rustasync._rustasync", name = "SendManyOp")]
 pub struct SendManyOp {
-    chan: Arc<Core>,
+    chan: Hold,
     state: Mutex<SendManyState>,
     total: usize,
     sent: std::sync::atomic::AtomicUsize,
     /// Awaited, closed or thrown into at least once.
     started: std::sync::atomic::AtomicBool,
+    /// Completed, failed, closed or thrown into: never steps again.
+    finished: std::sync::atomic::AtomicBool,
 }
 
 impl SendManyOp {
@@ -1037,10 +1085,13 @@ impl SendManyOp {
             if self.chan.try_send_many(&mut st.items).is_err() {
                 return Err(closed_err());
             }
-            let Some(head) = st.items.pop_front() else {
+            if st.items.is_empty() {
                 return Ok(None);
-            };
+            }
+            // The wake first: if it fails, the head item stays unsent, in
+            // place, and is counted so.
             let (wake, waker) = new_wake(py)?;
+            let head = st.items.pop_front().expect("checked non-empty");
             match self.chan.send_or_wait(head, &waker) {
                 SendStart::Sent => continue,
                 SendStart::Closed(head) => {
@@ -1072,8 +1123,18 @@ impl SendManyOp {
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         // As `RecvOp`: step with the state out of the lock. Items sent or
         // given up are dropped here, unlocked.
+        if self.finished.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "cannot reuse already awaited operation",
+            ));
+        }
         let mut st = self.take_state();
         let r = self.advance(py, &mut st);
+        if !matches!(r, Ok(Some(_))) {
+            self.finished
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.chan.settle();
+        }
         let sent = self.total - st.items.len();
         self.sent.store(sent, std::sync::atomic::Ordering::Relaxed);
         // Finished (sent, or closed): what is left is not sent, ever.
@@ -1115,7 +1176,10 @@ impl SendManyOp {
     }
 
     fn close(&self) {
+        self.finished
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         drop(self.take_state());
+        self.chan.settle();
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

@@ -188,7 +188,9 @@ impl LoopWaker {
             return abandon_all(vec![c]);
         }
         if thread_key() == self.thread && self.generation == fork_generation() {
-            Python::attach(|py| c.complete(py));
+            // Possibly from a `Drop` while an exception propagates (a ticket
+            // dropped in a dealloc hands its item on): keep it aside.
+            Python::attach(|py| crate::awaitable::with_exception_aside(py, || c.complete(py)));
             return;
         }
         self.pending
@@ -205,7 +207,11 @@ impl LoopWaker {
             // would have to wait for the interpreter, nor one at exit).
             let attached = unsafe { pyo3::ffi::PyGILState_Check() } == 1
                 && Python::try_attach(|_| ()).is_some();
-            if attached && !Python::attach(|py| self.is_live(py)) {
+            if attached
+                && !Python::attach(|py| {
+                    crate::awaitable::with_exception_aside(py, || self.is_live(py))
+                })
+            {
                 // A thread that can ask finds the loop closed: its waiters
                 // will never run; give their places (and items) back.
                 return self.kill();

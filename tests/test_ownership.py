@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import weakref
+from typing import Any
 
 import pytest
 from conftest import new_loop
@@ -629,3 +630,129 @@ def test_gc_keeps_items_a_live_receive_will_get(run) -> None:
         return await op
 
     assert run(main()) == "a"
+
+
+# -- drops while an exception propagates; finished operations --
+
+_DROP_WITH_EXCEPTION_IN_FLIGHT = r"""
+import asyncio, sys, warnings
+warnings.simplefilter("ignore")
+import rustasync
+impl = sys.argv[1]
+mod = asyncio if impl == "asyncio" else rustasync
+
+def use(*a):
+    pass
+
+def panic():
+    raise rustasync.RustPanic("boom")
+
+def fail():
+    raise ValueError("in flight")
+
+# a never-awaited sleep freed while a panic propagates
+for _ in range(2):
+    try:
+        use(mod.sleep(1), panic())
+    except BaseException as e:
+        print("caught", type(e).__name__)
+
+async def main():
+    if impl == "asyncio":
+        q = asyncio.Queue(); recv, send_nowait = q.get, q.put_nowait
+    else:
+        q = rustasync.Channel(); recv, send_nowait = q.recv, q.send_nowait
+    holder = [recv()]
+    holder[0].send(None)  # waits, first in line
+    r2 = asyncio.ensure_future(recv())
+    await asyncio.sleep(0)
+    send_nowait("item")  # handed to the first receive
+    try:
+        use(holder.pop(), fail())  # freed with ValueError pending: gives it on
+    except BaseException as e:
+        print("caught", type(e).__name__)
+    print("second got", await asyncio.wait_for(r2, 2))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("which", ["asyncio", "rustasync"])
+def test_operations_freed_while_an_exception_propagates(which) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _DROP_WITH_EXCEPTION_IN_FLIGHT, which],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:4] == [
+        "caught PanicException",
+        "caught PanicException",
+        "caught ValueError",
+        "second got item",
+    ], out.stdout
+
+
+def test_finished_send_many_cannot_be_reused_and_counts_truly(run) -> None:
+    async def main():
+        ch: rustasync.Channel[int] = rustasync.Channel(2)
+        op = ch.send_many([1, 2])
+        assert await op == 2
+        with pytest.raises(RuntimeError, match="cannot reuse"):
+            await op
+        op2 = ch.send_many([3])
+        op2.close()
+        with pytest.raises(RuntimeError, match="cannot reuse"):
+            await op2
+        assert op2.sent == 0 and ch.qsize() == 2
+
+    run(main())
+
+
+def test_send_many_failing_to_wait_keeps_its_head_item() -> None:
+    ch: rustasync.Channel[str] = rustasync.Channel(1)
+    ch.send_nowait("x")
+    op = ch.send_many(["a"])
+    with pytest.raises(RuntimeError, match="no running event loop"):
+        op.send(None)
+    assert op.sent == 0 and ch.stats()["sent"] == 1
+
+
+def test_cycle_through_channel_items_with_a_finished_op_is_collected(impl_mod, run) -> None:
+    """A worker keeps its last batch-send operation (to read `.sent`); the
+    cycle worker -> channel -> item -> worker is collected as on asyncio."""
+
+    async def stock_put_many(q, items):
+        for x in items:
+            await q.put(x)
+        return len(items)
+
+    class Worker:
+        def __init__(self) -> None:
+            if impl_mod == "asyncio":
+                self.q: Any = asyncio.Queue()
+                self.put_many = lambda xs: stock_put_many(self.q, xs)
+            else:
+                self.q = rustasync.Channel()
+                self.put_many = self.q.send_many
+
+        def job(self) -> None:
+            pass
+
+    async def main():
+        w = Worker()
+        w.last = w.put_many([w.job] * 3)  # type: ignore[attr-defined]
+        await w.last  # type: ignore[attr-defined]
+        ref = weakref.ref(w)
+        del w
+        for _ in range(3):
+            gc.collect()
+        return ref() is None
+
+    assert run(main())
+
+
+@pytest.fixture(params=["asyncio", "rustasync"])
+def impl_mod(request: pytest.FixtureRequest) -> str:
+    return request.param

@@ -12,6 +12,9 @@ use std::task::Waker;
 pub struct Channel<T> {
     capacity: Option<usize>,
     state: Mutex<State<T>>,
+    /// Holders of an `Arc` to this channel that said they will never use it
+    /// again (see [`Channel::mark_idle`]).
+    idle: std::sync::atomic::AtomicUsize,
 }
 
 struct State<T> {
@@ -234,7 +237,26 @@ impl<T> Channel<T> {
                 sent: 0,
                 received: 0,
             }),
+            idle: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// A holder of an `Arc` to this channel will not use it any more, though
+    /// it keeps it (e.g. a finished operation object). Undo with
+    /// [`Channel::unmark_idle`] when that `Arc` is dropped.
+    pub fn mark_idle(&self) {
+        self.idle.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// See [`Channel::mark_idle`].
+    pub fn unmark_idle(&self) {
+        self.idle.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// How many `Arc`s to this channel may still be used (strong count
+    /// minus the idle ones).
+    pub fn live_handles(this: &Arc<Self>) -> usize {
+        Arc::strong_count(this).saturating_sub(this.idle.load(std::sync::atomic::Ordering::Acquire))
     }
 
     pub fn capacity(&self) -> Option<usize> {

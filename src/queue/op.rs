@@ -398,9 +398,11 @@ impl Drop for QueueOp {
         if let Phase::Waiting(fut) = std::mem::replace(&mut st.phase, Phase::Done) {
             let which = st.work.list();
             Python::attach(|py| {
-                if let Err(e) = self.queue.get().abandon(py, which, fut.bind(py)) {
-                    e.write_unraisable(py, None);
-                }
+                crate::awaitable::with_exception_aside(py, || {
+                    if let Err(e) = self.queue.get().abandon(py, which, fut.bind(py)) {
+                        e.write_unraisable(py, None);
+                    }
+                })
             });
         }
     }
