@@ -5,7 +5,7 @@ janus, culsans, aiologic when installed), channel (Channel, the Rust asyncq
 engine, the Rust-future bridge). Each suite validates its results before
 timing and reports medians of interleaved rounds and the ratio stock time /
 rustasync time (above 1: rustasync is faster). The peers come with
-`pip install rustasync[bench]`.
+pip install rustasync[bench].
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import io
 import itertools as it
 import os
@@ -239,10 +240,19 @@ def _bulk_aiologic(n: int, maxsize: int) -> tuple[int, int]:
     return r
 
 
-def bench_bulk(reps: int, quick: bool) -> list[dict]:
-    import culsans
-    import janus
+def _peers() -> dict[str, object]:
+    """The peer libraries that are installed (pip install rustasync[bench]), by name."""
+    found = {}
+    for name in ("janus", "culsans", "aiologic"):
+        try:
+            found[name] = importlib.import_module(name)
+        except ImportError:
+            pass
+    return found
 
+
+def bench_bulk(reps: int, quick: bool) -> list[dict]:
+    peers = _peers()
     n = 100_000 if quick else 1_000_000
     maxsize = 10_000
     expect = (n, n * (n - 1) // 2)
@@ -253,15 +263,17 @@ def bench_bulk(reps: int, quick: bool) -> list[dict]:
     impls = {
         "rustasync send_blocking + recv_many": (n, lambda: _bulk_rustasync(n, maxsize, False)),
         "rustasync send_many_blocking + recv_many": (n, lambda: _bulk_rustasync(n, maxsize, True)),
-        "janus": (n, lambda: _bulk_janus(n, maxsize, janus)),
-        "culsans": (n, lambda: _bulk_janus(n, maxsize, culsans)),
-        f"aiologic ({n_aio:,} items)": (n_aio, lambda: _bulk_aiologic(n_aio, maxsize)),
     }
+    for name in ("janus", "culsans"):
+        if name in peers:
+            impls[name] = (n, lambda mod=peers[name]: _bulk_janus(n, maxsize, mod))
+    if "aiologic" in peers:
+        impls[f"aiologic ({n_aio:,} items)"] = (n_aio, lambda: _bulk_aiologic(n_aio, maxsize))
     med = _interleave(
         {k: _checked(f, expect if cnt == n else expect_aio) for k, (cnt, f) in impls.items()}, reps
     )
     rates = {k: impls[k][0] / v for k, v in med.items()}
-    best_peer = max(r for k, r in rates.items() if not k.startswith("rustasync"))
+    best_peer = max((r for k, r in rates.items() if not k.startswith("rustasync")), default=None)
     return [
         _row(
             "b",
@@ -270,7 +282,7 @@ def bench_bulk(reps: int, quick: bool) -> list[dict]:
             v,
             rates[k],
             "items/s",
-            rates[k] / best_peer,
+            None if best_peer is None else rates[k] / best_peer,
             10 if k.startswith("rustasync") else None,
         )
         for k, v in med.items()
@@ -355,19 +367,17 @@ def _pp_aiologic(n: int) -> tuple[int, int]:
 
 
 def bench_pingpong(reps: int, quick: bool) -> list[dict]:
-    import culsans
-    import janus
-
+    peers = _peers()
     n = 2_000 if quick else 20_000
     expect = (n, n * (n - 1) // 2)
-    impls = {
-        "rustasync": lambda: _pp_rustasync(n),
-        "janus": lambda: _pp_janus(n, janus),
-        "culsans": lambda: _pp_janus(n, culsans),
-        "aiologic": lambda: _pp_aiologic(n),
-    }
+    impls: dict[str, Callable[[], tuple[int, int]]] = {"rustasync": lambda: _pp_rustasync(n)}
+    for name in ("janus", "culsans"):
+        if name in peers:
+            impls[name] = lambda mod=peers[name]: _pp_janus(n, mod)
+    if "aiologic" in peers:
+        impls["aiologic"] = lambda: _pp_aiologic(n)
     med = _interleave({k: _checked(f, expect) for k, f in impls.items()}, reps)
-    best_peer = min(med["janus"], med["culsans"], med["aiologic"])
+    best_peer = min((v for k, v in med.items() if k != "rustasync"), default=None)
     return [
         _row(
             "c",
@@ -376,7 +386,7 @@ def bench_pingpong(reps: int, quick: bool) -> list[dict]:
             v,
             n / v,
             "round trips/s",
-            best_peer / v,
+            None if best_peer is None else best_peer / v,
             2 if k == "rustasync" else None,
         )
         for k, v in med.items()
