@@ -95,8 +95,9 @@ def test_demo_skips_the_speed_when_an_output_differs(monkeypatch, capsys) -> Non
 
 
 def test_demo_speed_bars_grow_with_the_ratio() -> None:
-    bars = [_demo._bar(r, 100.0, 20) for r in (0.5, 1.0, 2.0, 10.0, 100.0)]
-    assert bars[0] == bars[1] == "▏"
+    bars = [_demo._bar(r, 100.0, 20) for r in (0.5, 1.0, 1.001, 2.0, 10.0, 100.0)]
+    assert bars[0] == bars[1] == bars[2] == "▏"
+    bars = bars[1:]
     assert len(bars[2]) < len(bars[3]) < len(bars[4]) == 20
 
 

@@ -242,7 +242,7 @@ def _bar(ratio: float, top: float, width: int) -> str:
     """A bar for `ratio` on a log scale where `top` fills `width` cells."""
     if ratio <= 1 or top <= 1:
         return "▏"
-    eighths = round(8 * width * math.log(ratio) / math.log(top))
+    eighths = max(1, round(8 * width * math.log(ratio) / math.log(top)))
     return "█" * (eighths // 8) + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[eighths % 8]
 
 
