@@ -9,38 +9,58 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS=":.*## "} {printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS=":.*## "} {printf "  %-15s %s\n", $$1, $$2}'
 
+# The virtual environment. rustasync needs Python 3.11+; a .venv left by
+# another Python (an older one, or not the PYTHON=... given on the command
+# line) is reported with what to do, never reused silently.
 $(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "rustasync needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) -V 2>&1 || echo missing)."; \
+	  echo "Name another one: make $(or $(MAKECMDGOALS),help) PYTHON=python3.12"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
+
+.PHONY: venv
+venv: $(PY)
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "$(VENV) was made by $$($(PY) -V 2>&1 || echo a Python that no longer runs); rustasync needs 3.11+."; \
+	  echo "Run 'make clean', then 'make $(or $(MAKECMDGOALS),help)' (PYTHON=python3.12 to name one)."; exit 1; }
+ifeq ($(origin PYTHON),command line)
+	@[ "$$($(PY) -c 'import sys; print(sys.version_info[:2])')" = "$$($(PYTHON) -c 'import sys; print(sys.version_info[:2])')" ] || { \
+	  echo "$(VENV) was made by $$($(PY) -V 2>&1), not by $(PYTHON) ($$($(PYTHON) -V 2>&1))."; \
+	  echo "Run 'make clean' first to rebuild it with $(PYTHON)."; exit 1; }
+endif
 
 .PHONY: install
 # The test build also compiles the panic hooks (src/testhooks.rs) the test
 # suite injects faults with; maturin's PEP 517 backend reads MATURIN_PEP517_ARGS.
-install: $(PY) ## Build the extension (release, with test hooks) and install it with its test tools
+install: venv ## Build the extension (release, with test hooks) and install it with its test tools
+	@echo "Building rustasync (optimised release build: about a minute on 2 cores, more the first time)"
 	MATURIN_PEP517_ARGS="--features test-hooks" $(PIP) install --quiet '.[test]'
 
 .PHONY: dev
-dev: $(PY) ## Editable development build (rebuild with `make dev` after Rust changes)
+dev: venv ## Editable development build (rebuild with `make dev` after Rust changes)
 	$(PIP) install --quiet maturin '.[test]'
 	$(VENV)/bin/maturin develop --release --features test-hooks
 
 .PHONY: demo
-demo: $(PY) ## Install and run the main job: the tutorial's scripts on stock asyncio and on rustasync
-	$(PIP) install --quiet .
+demo: venv ## Build and run the main job: the tutorial's programs on both backends, then the speed
+	@echo "Building rustasync (optimised release build: about a minute on 2 cores, more the first time)"
+	$(PIP) install --quiet '.[demo]'
 	$(PY) -m rustasync demo
 
 .PHONY: lint
-lint: $(PY) ## rustfmt, clippy, ruff, and the stub check against the built module
+lint: venv ## rustfmt, clippy, ruff, the stub check, and the typing test (mypy --strict)
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	$(PY) -m ruff check python tests benchmarks examples
 	$(PY) -m ruff format --check python tests benchmarks examples
 	cd tests && ../$(PY) -m mypy.stubtest rustasync._rustasync --allowlist ../python/rustasync/stubtest-allowlist.txt
+	$(PY) -m mypy --strict tests/typing
 
 .PHONY: test
-test: install lint ## Install, lint, and run the whole test suite (Rust and Python)
+test: install lint ## Install, lint, cargo test, and pytest (all but the realtime and soak runs)
 	cargo test --no-default-features
 	$(PY) -m pytest -m "not realtime and not soak" $(PYTEST_ARGS)
 
@@ -48,7 +68,17 @@ test: install lint ## Install, lint, and run the whole test suite (Rust and Pyth
 test-realtime: install ## The real-time differential runs of the tutorial's scripts (slow)
 	$(PY) -m pytest -m realtime $(PYTEST_ARGS)
 
+.PHONY: test-wheel
+test-wheel: install ## Build a manylinux wheel, install it in a fresh venv, run every command
+	$(PY) -m pytest -m wheel -p no:cacheprovider $(PYTEST_ARGS)
+
 .PHONY: bench
 bench: install ## Benchmarks, side by side with stock asyncio (stock loop and uvloop)
 	$(PIP) install --quiet '.[bench]'
 	$(PY) -m rustasync bench --loops asyncio uvloop
+
+.PHONY: clean
+clean: ## Remove the venv, the Rust build (target/) and the caches
+	rm -rf $(VENV) target dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -f python/rustasync/*.so python/rustasync/*.pyd
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,92 +1,10 @@
 #!/usr/bin/env python3
 # asyncq.py -- the tutorial's producers and consumers, on rustasync's Queue.
 #
-#   python asyncq.py -p 2 -c 5                    # Queue, sleep and gather from rustasync
-#   python asyncq.py -p 2 -c 5 --backend asyncio  # the tutorial's original, to compare
-#   python asyncq.py -p 2 -c 5 --engine rust      # the whole simulation as tokio tasks
-#
-# --engine rust runs the same producers and consumers in Rust (tokio tasks over
-# rustasync's channel engine) and prints the same kinds of lines, sent back to
-# Python in batches. Its randomness comes from its own seeded generators
-# (--seed, default 444), not from `random` and `os.urandom`, so the item values
-# and the interleaving differ from the Python version; --zero-sleep replaces
-# every sleep with a bare yield (the machinery alone, as a ceiling benchmark).
-#
-# asyncio still creates the tasks and runs the loop; `aio` provides the
-# primitives being compared.
+# The program itself is python/rustasync/_examples/asyncq.py, shipped inside the
+# package so that `python -m rustasync demo` works from an installed wheel.
+# This script runs it as if it were this file (same __file__, same arguments).
 
-import asyncio
-import itertools as it
-import os
-import random
-import time
+from rustasync._examples import exec_as
 
-
-async def makeitem(size: int = 5) -> str:
-    return os.urandom(size).hex()
-
-
-async def randsleep(caller=None) -> None:
-    i = random.randint(0, 10)
-    if caller:
-        print(f"{caller} sleeping for {i} seconds.")
-    await aio.sleep(i)
-
-
-async def produce(name: int, q: "aio.Queue") -> None:
-    n = random.randint(0, 10)
-    for _ in it.repeat(None, n):  # Synchronous loop for each single producer
-        await randsleep(caller=f"Producer {name}")
-        i = await makeitem()
-        t = time.perf_counter()
-        await q.put((i, t))
-        print(f"Producer {name} added <{i}> to queue.")
-
-
-async def consume(name: int, q: "aio.Queue") -> None:
-    while True:
-        await randsleep(caller=f"Consumer {name}")
-        i, t = await q.get()
-        now = time.perf_counter()
-        print(f"Consumer {name} got element <{i}> in {now - t:0.5f} seconds.")
-        q.task_done()
-
-
-async def main(nprod: int, ncon: int):
-    q = aio.Queue()
-    producers = [asyncio.create_task(produce(n, q)) for n in range(nprod)]
-    consumers = [asyncio.create_task(consume(n, q)) for n in range(ncon)]
-    await aio.gather(*producers)
-    await q.join()  # Implicitly awaits consumers, too
-    for c in consumers:
-        c.cancel()
-
-
-if __name__ == "__main__":
-    import argparse
-
-    random.seed(444)
-    parser = argparse.ArgumentParser()
-    parser.add_argument("-p", "--nprod", type=int, default=5)
-    parser.add_argument("-c", "--ncon", type=int, default=10)
-    parser.add_argument("--backend", choices=("asyncio", "rustasync"), default="rustasync")
-    parser.add_argument("--engine", choices=("python", "rust"), default="python")
-    parser.add_argument("--seed", type=int, default=444, help="seed of the rust engine")
-    parser.add_argument("--zero-sleep", action="store_true", help="rust engine: no sleeps")
-    ns = parser.parse_args()
-    if ns.engine == "rust":
-        from rustasync import _asyncq_engine
-
-        start = time.perf_counter()
-        asyncio.run(_asyncq_engine.run(ns.nprod, ns.ncon, seed=ns.seed, zero_sleep=ns.zero_sleep))
-        elapsed = time.perf_counter() - start
-        print(f"Program completed in {elapsed:0.5f} seconds.")
-        raise SystemExit(0)
-    if ns.backend == "asyncio":
-        import asyncio as aio
-    else:
-        import rustasync as aio
-    start = time.perf_counter()
-    asyncio.run(main(ns.nprod, ns.ncon))
-    elapsed = time.perf_counter() - start
-    print(f"Program completed in {elapsed:0.5f} seconds.")
+exec_as("asyncq.py", globals())

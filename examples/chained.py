@@ -1,58 +1,10 @@
 #!/usr/bin/env python3
 # chained.py -- the tutorial's chained coroutines, on rustasync.
 #
-#   python chained.py 9 6 3                    # sleep and gather from rustasync
-#   python chained.py 9 6 3 --backend asyncio  # the tutorial's original, to compare
+# The program itself is python/rustasync/_examples/chained.py, shipped inside the
+# package so that `python -m rustasync demo` works from an installed wheel.
+# This script runs it as if it were this file (same __file__, same arguments).
 
-import asyncio
-import random
-import time
+from rustasync._examples import exec_as
 
-
-async def part1(n: int) -> str:
-    i = random.randint(0, 10)
-    print(f"part1({n}) sleeping for {i} seconds.")
-    await aio.sleep(i)
-    result = f"result{n}-1"
-    print(f"Returning part1({n}) == {result}.")
-    return result
-
-
-async def part2(n: int, arg: str) -> str:
-    i = random.randint(0, 10)
-    print(f"part2{n, arg} sleeping for {i} seconds.")
-    await aio.sleep(i)
-    result = f"result{n}-2 derived from {arg}"
-    print(f"Returning part2{n, arg} == {result}.")
-    return result
-
-
-async def chain(n: int) -> None:
-    start = time.perf_counter()
-    p1 = await part1(n)
-    p2 = await part2(n, p1)
-    end = time.perf_counter() - start
-    print(f"-->Chained result{n} => {p2} (took {end:0.2f} seconds).")
-
-
-async def main(*args):
-    await aio.gather(*(chain(n) for n in args))
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("n", type=int, nargs="*", default=[1, 2, 3])
-    parser.add_argument("--backend", choices=("asyncio", "rustasync"), default="rustasync")
-    ns = parser.parse_args()
-    if ns.backend == "asyncio":
-        import asyncio as aio
-    else:
-        import rustasync as aio
-    random.seed(444)
-    args = ns.n
-    start = time.perf_counter()
-    asyncio.run(main(*args))
-    end = time.perf_counter() - start
-    print(f"Program finished in {end:0.2f} seconds.")
+exec_as("chained.py", globals())

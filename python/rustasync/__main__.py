@@ -2,9 +2,9 @@
 
 python -m rustasync run [--loop uvloop] [--virtual-time] SCRIPT.py [ARGS...]
 python -m rustasync run [...] -m MODULE [ARGS...]
-python -m rustasync demo [--fast]
-python -m rustasync bench [ARGS...]
-python -m rustasync stress [ARGS...]
+python -m rustasync demo [--real-time] [--fast] [--plot FILE.png]
+python -m rustasync bench [--quick] [--loops asyncio uvloop] [...]
+python -m rustasync stress [--seconds N] [...]
 """
 
 from __future__ import annotations
@@ -63,20 +63,37 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         action="store_true",
         help="SCRIPT is a module name: run it like python -m MODULE",
     )
-    run.add_argument("target", metavar="SCRIPT", help="the program's path (or module name with -m)")
+    run.add_argument(
+        "target", metavar="SCRIPT", nargs="?", help="the program's path (or module name with -m)"
+    )
     run.add_argument(
         "args", nargs=argparse.REMAINDER, metavar="ARGS", help="the program's arguments"
     )
 
     demo = commands.add_parser(
         "demo",
-        help="run the tutorial's examples on stock asyncio and on rustasync, side by side",
-        description="Run each example under stock asyncio, then under rustasync; compare their "
-        "output and times. Exits with status 1 if any output differs.",
+        help="the main job: the tutorial's programs on both backends, then the speed",
+        description="Part 1: run each of the tutorial's programs on stock asyncio and on "
+        "rustasync and check that they print the same lines (in virtual time unless "
+        "--real-time). Part 2, if they do: the same programs scaled up, on both, with a "
+        "table of times and speed-ups. Exits with status 1 if any output differs.",
     )
-    demo.add_argument("--fast", action="store_true", help="run the examples in virtual time")
     demo.add_argument(
-        "--examples", metavar="DIR", help="directory holding the examples (default: found nearby)"
+        "--real-time",
+        action="store_true",
+        help="part 1 on the real clock (about 30 s: the programs sleep) instead of virtual time",
+    )
+    demo.add_argument(
+        "--fast", action="store_true", help="part 2 on workloads ten times smaller, one round"
+    )
+    demo.add_argument(
+        "--rounds", type=int, metavar="N", help="part 2: rounds per workload (default: 3)"
+    )
+    demo.add_argument(
+        "--plot", metavar="FILE.png", help="also draw the speed-ups into FILE.png (matplotlib)"
+    )
+    demo.add_argument(
+        "--examples", metavar="DIR", help="directory holding the examples (default: the package's)"
     )
     demo.add_argument("--width", type=int, help="terminal width (default: detected)")
 
@@ -109,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser, run_parser = _parser()
     ns = parser.parse_args(argv)
     if ns.command == "run":
+        if ns.target is None:
+            run_parser.error("the following argument is required: SCRIPT (or -m MODULE)")
         if ns.virtual_time and ns.loop != "asyncio":
             run_parser.error(
                 "--virtual-time needs the asyncio loop (uvloop's clock cannot be replaced)"
@@ -128,7 +147,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "demo":
         from . import _demo
 
-        return _demo.main(fast=ns.fast, examples=ns.examples, width=ns.width)
+        if ns.rounds is not None and ns.rounds < 1:
+            parser.error("demo --rounds must be at least 1")
+        return _demo.main(
+            fast=ns.fast,
+            real_time=ns.real_time,
+            examples=ns.examples,
+            width=ns.width,
+            rounds=ns.rounds,
+            plot=ns.plot,
+        )
     parser.error(f"unknown command {ns.command!r}")
     return 2  # not reached: parser.error exits
 

@@ -6,7 +6,7 @@ from asyncio import QueueEmpty as QueueEmpty
 from asyncio import QueueFull as QueueFull
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
 from types import GenericAlias
-from typing import Any, Generic, Self, TypeVar, final, overload
+from typing import Any, Generic, Literal, Self, TypeVar, final, overload
 
 from typing_extensions import disjoint_base
 
@@ -14,6 +14,9 @@ _T = TypeVar("_T")
 _T1 = TypeVar("_T1")
 _T2 = TypeVar("_T2")
 _T3 = TypeVar("_T3")
+_T4 = TypeVar("_T4")
+_T5 = TypeVar("_T5")
+_T6 = TypeVar("_T6")
 
 __version__: str
 
@@ -85,16 +88,89 @@ class builtin_coroutine_function:
 def sleep(delay: float) -> Sleep[None]: ...
 @overload
 def sleep(delay: float, result: _T) -> Sleep[_T]: ...
+
+# As typeshed's asyncio.gather: a tuple type for up to six positional
+# awaitables (the result is a list at run time, as asyncio's is), each element
+# widened by BaseException when return_exceptions may be true, and a list of
+# the common type for the variadic form.
 @overload
-def gather(*, return_exceptions: bool = False) -> asyncio.Future[list[Any]]: ...
+def gather(*, return_exceptions: bool = False) -> GatheringFuture[list[Any]]: ...
+@overload
+def gather(  # type: ignore[overload-overlap]
+    aw1: Awaitable[_T1],
+    /,
+    *,
+    return_exceptions: Literal[False] = False,
+) -> GatheringFuture[tuple[_T1]]: ...
+@overload
+def gather(  # type: ignore[overload-overlap]
+    aw1: Awaitable[_T1],
+    aw2: Awaitable[_T2],
+    /,
+    *,
+    return_exceptions: Literal[False] = False,
+) -> GatheringFuture[tuple[_T1, _T2]]: ...
+@overload
+def gather(  # type: ignore[overload-overlap]
+    aw1: Awaitable[_T1],
+    aw2: Awaitable[_T2],
+    aw3: Awaitable[_T3],
+    /,
+    *,
+    return_exceptions: Literal[False] = False,
+) -> GatheringFuture[tuple[_T1, _T2, _T3]]: ...
+@overload
+def gather(  # type: ignore[overload-overlap]
+    aw1: Awaitable[_T1],
+    aw2: Awaitable[_T2],
+    aw3: Awaitable[_T3],
+    aw4: Awaitable[_T4],
+    /,
+    *,
+    return_exceptions: Literal[False] = False,
+) -> GatheringFuture[tuple[_T1, _T2, _T3, _T4]]: ...
+@overload
+def gather(  # type: ignore[overload-overlap]
+    aw1: Awaitable[_T1],
+    aw2: Awaitable[_T2],
+    aw3: Awaitable[_T3],
+    aw4: Awaitable[_T4],
+    aw5: Awaitable[_T5],
+    /,
+    *,
+    return_exceptions: Literal[False] = False,
+) -> GatheringFuture[tuple[_T1, _T2, _T3, _T4, _T5]]: ...
+@overload
+def gather(  # type: ignore[overload-overlap]
+    aw1: Awaitable[_T1],
+    aw2: Awaitable[_T2],
+    aw3: Awaitable[_T3],
+    aw4: Awaitable[_T4],
+    aw5: Awaitable[_T5],
+    aw6: Awaitable[_T6],
+    /,
+    *,
+    return_exceptions: Literal[False] = False,
+) -> GatheringFuture[tuple[_T1, _T2, _T3, _T4, _T5, _T6]]: ...
+@overload
+def gather(  # type: ignore[overload-overlap]
+    *aws: Awaitable[_T], return_exceptions: Literal[False] = False
+) -> GatheringFuture[list[_T]]: ...
 @overload
 def gather(
-    aw1: Awaitable[_T1], /, *, return_exceptions: bool = False
-) -> GatheringFuture[list[_T1]]: ...
+    aw1: Awaitable[_T1],
+    /,
+    *,
+    return_exceptions: bool,
+) -> GatheringFuture[tuple[_T1 | BaseException]]: ...
 @overload
 def gather(
-    aw1: Awaitable[_T1], aw2: Awaitable[_T2], /, *, return_exceptions: bool = False
-) -> GatheringFuture[list[_T1 | _T2]]: ...
+    aw1: Awaitable[_T1],
+    aw2: Awaitable[_T2],
+    /,
+    *,
+    return_exceptions: bool,
+) -> GatheringFuture[tuple[_T1 | BaseException, _T2 | BaseException]]: ...
 @overload
 def gather(
     aw1: Awaitable[_T1],
@@ -102,10 +178,64 @@ def gather(
     aw3: Awaitable[_T3],
     /,
     *,
-    return_exceptions: bool = False,
-) -> GatheringFuture[list[_T1 | _T2 | _T3]]: ...
+    return_exceptions: bool,
+) -> GatheringFuture[tuple[_T1 | BaseException, _T2 | BaseException, _T3 | BaseException]]: ...
 @overload
-def gather(*aws: Awaitable[_T], return_exceptions: bool = False) -> GatheringFuture[list[Any]]: ...
+def gather(
+    aw1: Awaitable[_T1],
+    aw2: Awaitable[_T2],
+    aw3: Awaitable[_T3],
+    aw4: Awaitable[_T4],
+    /,
+    *,
+    return_exceptions: bool,
+) -> GatheringFuture[
+    tuple[_T1 | BaseException, _T2 | BaseException, _T3 | BaseException, _T4 | BaseException]
+]: ...
+@overload
+def gather(
+    aw1: Awaitable[_T1],
+    aw2: Awaitable[_T2],
+    aw3: Awaitable[_T3],
+    aw4: Awaitable[_T4],
+    aw5: Awaitable[_T5],
+    /,
+    *,
+    return_exceptions: bool,
+) -> GatheringFuture[
+    tuple[
+        _T1 | BaseException,
+        _T2 | BaseException,
+        _T3 | BaseException,
+        _T4 | BaseException,
+        _T5 | BaseException,
+    ]
+]: ...
+@overload
+def gather(
+    aw1: Awaitable[_T1],
+    aw2: Awaitable[_T2],
+    aw3: Awaitable[_T3],
+    aw4: Awaitable[_T4],
+    aw5: Awaitable[_T5],
+    aw6: Awaitable[_T6],
+    /,
+    *,
+    return_exceptions: bool,
+) -> GatheringFuture[
+    tuple[
+        _T1 | BaseException,
+        _T2 | BaseException,
+        _T3 | BaseException,
+        _T4 | BaseException,
+        _T5 | BaseException,
+        _T6 | BaseException,
+    ]
+]: ...
+@overload
+def gather(
+    *aws: Awaitable[_T], return_exceptions: bool
+) -> GatheringFuture[list[_T | BaseException]]: ...
 
 # Channel and the Rust-future bridge
 

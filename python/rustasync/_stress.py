@@ -278,6 +278,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Threads each running event loops of rustasync traffic (queues, "
         "gathers, sleeps, cancellations, timeouts) for a fixed time; every item is "
         "accounted for. Exits 1 on any discrepancy.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--seconds", type=_positive_float, default=3.0, help="total run time")
     p.add_argument("--threads", type=_positive_int, default=2, help="threads, each with loops")
@@ -319,8 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems.append(f"{total['items consumed']} items consumed, {expected} expected")
         total["discrepancies"] += 1
     print(f"stress: {args.threads} threads x {args.loops} loops, {elapsed:.1f} s")
+    width = max(map(len, total))
     for name in sorted(total):
-        print(f"  {name:<20} {total[name]}")
+        print(f"  {name:<{width}} {total[name]}")
     for text in problems:
         print(f"  problem: {text}", file=sys.stderr)
     return 1 if total["discrepancies"] else 0
