@@ -24,7 +24,7 @@ pub(crate) enum SleepState {
     Done,
 }
 
-/// The awaitable returned by [`sleep`]: behaves like the coroutine object
+/// The awaitable returned by `sleep()`: behaves like the coroutine object
 /// `asyncio.sleep()` returns (`send`, `throw`, `close`, `__await__`).
 #[pyclass(frozen, module = "rustasync._rustasync", name = "Sleep")]
 pub struct Sleep {

@@ -135,9 +135,6 @@ fn check_future_loops(
     Ok(())
 }
 
-/// gather(*aws, return_exceptions=False)
-/// --
-///
 /// Run awaitables concurrently and return their results in argument order.
 ///
 /// Like `asyncio.gather` of the running Python (3.12+ report children that
