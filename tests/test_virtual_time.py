@@ -9,6 +9,7 @@ must record the same events in the same order.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import socket
 import threading
 import time
@@ -309,6 +310,124 @@ def test_a_cpu_bound_callback_takes_its_time(impl) -> None:
 
     real, virtual = real_and_virtual(main)
     assert real == virtual == ["timer", "after the hog"]
+
+
+# Random programs: a few tasks, each a short list of operations -- sleeps,
+# executor work, either of them or a sleep(0) poll under asyncio.timeout, and
+# cancellations of other tasks. Durations are drawn while simulating the
+# program, so that every moment something can happen (a sleep or a thread
+# ending, a timeout firing) falls on its own multiple of SLOT: real time
+# orders them without ambiguity.
+
+SLOT = 0.04
+
+
+@st.composite
+def programs(draw):
+    n = draw(st.integers(2, 3))
+    lengths = [draw(st.integers(1, 3)) for _ in range(n)]
+    ops: list[list[tuple]] = [[] for _ in range(n)]
+    running = [True] * n
+    taken: set[int] = set()
+    wakes: list[tuple[int, int]] = []
+
+    def reserve(now):
+        slot = now + draw(st.integers(1, 2))
+        while slot in taken:
+            slot += 1
+        taken.add(slot)
+        return slot
+
+    def proceed(i, now):
+        """Task i goes on at slot `now`: draw its next operations."""
+        while running[i] and len(ops[i]) < lengths[i]:
+            kinds = ["sleep", "thread", "timeout"] + (["cancel"] if ops[i] else [])
+            kind = draw(st.sampled_from(kinds))
+            if kind == "cancel":
+                j = draw(st.sampled_from([x for x in range(n) if x != i]))
+                ops[i].append(("cancel", j))
+                running[j] = False
+                continue
+            if kind == "timeout":
+                inner = draw(st.sampled_from(["sleep", "thread", "poll"]))
+                limit = reserve(now)
+                if inner == "poll":
+                    ops[i].append(("timeout", limit - now, ("poll",)))
+                    heapq.heappush(wakes, (limit, i))
+                else:
+                    end = reserve(now)
+                    ops[i].append(("timeout", limit - now, (inner, end - now)))
+                    heapq.heappush(wakes, (min(limit, end), i))
+                return
+            end = reserve(now)
+            ops[i].append((kind, end - now))
+            heapq.heappush(wakes, (end, i))
+            return
+        running[i] = False
+
+    for i in range(n):
+        proceed(i, 0)
+    while wakes:
+        now, i = heapq.heappop(wakes)
+        if running[i]:
+            proceed(i, now)
+    return ops
+
+
+async def play(program):
+    """Run `program`; return the events it recorded, in order."""
+    events: list[str] = []
+    giving_up = time.monotonic() + 3
+    tasks: list[asyncio.Task] = []
+
+    def work(name, slots):
+        time.sleep(slots * SLOT)
+        events.append(f"{name} thread done")
+
+    async def step(name, op):
+        kind = op[0]
+        if kind == "sleep":
+            await asyncio.sleep(op[1] * SLOT)
+            events.append(f"{name} slept")
+        elif kind == "thread":
+            await asyncio.to_thread(work, name, op[1])
+            events.append(f"{name} joined")
+        elif kind == "poll":
+            while time.monotonic() < giving_up:
+                await asyncio.sleep(0)
+            events.append(f"{name} gave up polling")
+        elif kind == "timeout":
+            try:
+                async with asyncio.timeout(op[1] * SLOT):
+                    await step(name, op[2])
+            except TimeoutError:
+                events.append(f"{name} timed out")
+        else:
+            tasks[op[1]].cancel()
+            events.append(f"{name} cancels task {op[1]}")
+
+    async def task(i, steps):
+        try:
+            for k, op in enumerate(steps):
+                await step(f"{i}.{k}", op)
+            events.append(f"{i} done")
+        except asyncio.CancelledError:
+            events.append(f"{i} cancelled")
+
+    tasks.extend(asyncio.ensure_future(task(i, steps)) for i, steps in enumerate(program))
+    await asyncio.gather(*tasks)
+    return events
+
+
+@settings(max_examples=15, deadline=None)
+@given(programs())
+def test_random_programs_keep_the_real_time_order(program) -> None:
+    # The lists come back before threads cut short by a timeout or a
+    # cancellation have finished; closing the loop waits for them, so their
+    # events are in by the time run() returns.
+    real = asyncio.run(play(program))
+    virtual = vrun(play(program))
+    assert virtual == real
 
 
 def test_usable_as_a_runner_loop_factory() -> None:
