@@ -256,6 +256,53 @@ def test_run_gives_the_program_what_python_gives_it(probes, command) -> None:
     assert ours.lines == theirs.lines
 
 
+# Uses asyncio.Queue and asyncio.gather from the main body, from a thread that
+# runs on after the main body (and the runner) have returned, and from an
+# atexit handler; reports whose they were and what sys.argv and __main__ were.
+AFTER_THE_MAIN_BODY = """
+import asyncio, atexit, sys, threading, time
+import __main__
+
+def report(when):
+    async def use():
+        q = asyncio.Queue()
+        await q.put(1)
+        got = await asyncio.gather(q.get(), asyncio.sleep(0, "slept"))
+        return type(q).__module__.split(".")[0], asyncio.gather.__module__.split(".")[0], got
+    here = sys.modules["__main__"] is __main__
+    print(when, asyncio.run(use()), sys.argv, here, sys.path[0] == SYS_PATH0, flush=True)
+
+def worker():
+    # The interpreter marks the main thread finished when it begins to shut
+    # down: after the main body, before joining this thread.
+    while threading.main_thread().is_alive():
+        time.sleep(0.01)
+    report("thread")
+
+SYS_PATH0 = sys.path[0]
+atexit.register(report, "atexit")
+threading.Thread(target=worker).start()
+report("main")
+"""
+
+
+def test_run_keeps_rustasync_until_the_interpreter_shuts_down(tmp_path) -> None:
+    """Threads that outlive the main body and atexit handlers see what it saw."""
+    prog = script(tmp_path, AFTER_THE_MAIN_BODY)
+    stock = python(str(prog), "x", timeout=60)
+    assert stock.returncode == 0, stock.stderr
+    tail = f"('asyncio', 'asyncio', [1, 'slept']) [{str(prog)!r}, 'x'] True True"
+    assert stock.lines == [f"main {tail}", f"thread {tail}", f"atexit {tail}"]
+
+    compare = python("-m", "rustasync", "run", "--stock", str(prog), "x", timeout=60)
+    assert (compare.returncode, compare.lines, compare.stderr) == (0, stock.lines, "")
+
+    ours = python("-m", "rustasync", "run", str(prog), "x", timeout=60)
+    assert ours.returncode == 0, ours.stderr
+    tail = tail.replace("'asyncio', 'asyncio'", "'rustasync', 'rustasync'")
+    assert ours.lines == [f"main {tail}", f"thread {tail}", f"atexit {tail}"]
+
+
 def test_run_reports_a_syntax_error_like_python(tmp_path) -> None:
     prog = script(tmp_path, "print('never')\nx = (\n")
     ours = python("-m", "rustasync", "run", "prog.py", cwd=tmp_path, timeout=60)

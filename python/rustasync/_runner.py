@@ -5,6 +5,12 @@ the same thing as library calls. The program runs in this interpreter as
 `__main__`, with the `sys.argv`, `sys.path[0]` and `__main__` module that
 `python SCRIPT.py` or `python -m MODULE` would give it, while `install()` is
 in effect.
+
+From the command line, nothing is undone when the program's main body
+returns: rustasync stays installed (and the chosen loop policy in place)
+through the interpreter's own shutdown, so threads still running and
+`atexit` handlers see what the main body saw. The library calls restore
+everything when they return.
 """
 
 from __future__ import annotations
@@ -65,6 +71,11 @@ class _Policy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,valid-type]
         loop = self._factory()
         self._created.append(loop)
         return loop
+
+
+# The setup below registers its undoing on an ExitStack as plain callbacks (no
+# generator-based context managers): the command line never closes that stack,
+# and a generator left suspended would undo its work when it is collected.
 
 
 def _set_environment(
@@ -333,6 +344,11 @@ def main(
 ) -> int:
     """`python -m rustasync run`: the exit status when the program returns.
 
+    Nothing is undone afterwards: rustasync stays installed, the loop policy
+    in place and the program's `__main__`, `sys.argv` and `sys.path` as they
+    are, through the interpreter's shutdown (joining non-daemon threads,
+    `atexit` handlers), as for `python SCRIPT.py`.
+
     Errors that stop the program from starting are reported as Python reports
     them (exit status 2 for a missing script, 1 and python's message for a
     module that cannot be run, a syntax error without a traceback). An
@@ -349,9 +365,10 @@ def main(
     except SyntaxError:
         _report_program_frames_only()
         raise
+    # Never closed, on purpose (see the module docstring).
+    undo = contextlib.ExitStack()
     try:
-        with contextlib.ExitStack() as undo:
-            _run_program(program, args, loop, virtual_time, stock, undo)
+        _run_program(program, args, loop, virtual_time, stock, undo)
     except SystemExit:
         raise
     except BaseException:
