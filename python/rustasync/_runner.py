@@ -99,9 +99,8 @@ class _Program:
     """What `python TARGET ARGS...` would run, and how it would set up for it."""
 
     argv0: str
-    # The entry `python` puts at the front of sys.path; None: none (-P, or -m
-    # under -P). `replace`: it takes the place of the entry this interpreter
-    # was started with (`python -m rustasync` put one there unless -P).
+    # The entry `python` would put at the front of sys.path (None under -P,
+    # except for a directory or archive).
     path0: str | None
     execute: Callable[[types.ModuleType], Any]
 
@@ -119,7 +118,10 @@ def _script_program(path: str) -> _Program:
     if pkgutil.get_importer(filename) is not None:
         # As python does: the archive or directory goes first on sys.path
         # (even under -P), and its __main__ module runs as if by -m.
-        return _Program(path, filename, lambda main: runpy._run_module_as_main("__main__", False))  # type: ignore[attr-defined]
+        def execute_main_module(main: types.ModuleType) -> None:
+            runpy._run_module_as_main("__main__", False)  # type: ignore[attr-defined]
+
+        return _Program(path, filename, execute_main_module)
     code, loader = _compile_script(filename)
 
     def execute(main: types.ModuleType) -> None:
