@@ -170,6 +170,7 @@ def test_executor_work_holds_the_clock() -> None:
         loop = asyncio.get_running_loop()
         # A pending timer would let the clock jump past the thread's work.
         sleeper = asyncio.ensure_future(asyncio.sleep(60))
+        await asyncio.sleep(0)  # the sleeper sets its deadline, 60.0
         result = await asyncio.wait_for(asyncio.to_thread(time.sleep, 0.05), timeout=30)
         assert loop.time() < 30
         await sleeper
