@@ -8,6 +8,7 @@ import asyncio.tasks
 import sys
 import textwrap
 import types
+import zipfile
 from pathlib import Path
 
 import anyio
@@ -188,23 +189,147 @@ def script(tmp_path: Path, source: str, name: str = "prog.py") -> Path:
     return path
 
 
-def test_run_gives_the_script_its_argv_and_main(tmp_path) -> None:
-    prog = script(
+# Prints what a program can see of how it was started.
+PROBE = """
+\"\"\"The program's docstring.\"\"\"
+import sys
+import __main__
+
+spec = __main__.__spec__
+loader = __main__.__dict__.get("__loader__")
+print("argv", sys.argv)
+print("file", __main__.__dict__.get("__file__", "<unset>"))
+print("spec", None if spec is None else (spec.name, spec.origin, spec.parent, spec.cached))
+print("package", repr(__package__), "cached", repr(__main__.__dict__.get("__cached__", "<unset>")))
+print("loader", type(loader).__name__, getattr(loader, "name", None), getattr(loader, "path", None))
+print("names", sorted(vars(__main__)))
+print("builtins", type(__builtins__).__name__)
+print("path0", sys.path[0])
+print("main", __name__, sys.modules["__main__"] is __main__)
+print("code", sys._getframe().f_code.co_filename)
+print("doc", __doc__)
+"""
+
+
+@pytest.fixture
+def probes(tmp_path: Path) -> Path:
+    """The probe as scripts, modules, a package, a directory and a zip archive."""
+    for name in ("prog.py", "sub/prog.py", "mod.py", "pkg/__main__.py", "pkg/sub.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(PROBE)
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "link.py").symlink_to(tmp_path / "sub" / "prog.py")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "__main__.py").write_text(PROBE)
+    with zipfile.ZipFile(tmp_path / "app.zip", "w") as archive:
+        archive.writestr("__main__.py", PROBE)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["prog.py", "a", "-p", "2", "--", "-h"],
+        ["./sub/prog.py"],
+        ["link.py"],
+        ["{dir}/prog.py", "a"],
+        ["-m", "mod", "a", "-m"],
+        ["-m", "pkg"],
+        ["-m", "pkg.sub", "b"],
+        ["app", "c"],
+        ["./app"],
+        ["app.zip"],
+        ["-P", "prog.py"],
+        ["-P", "-m", "pkg.sub"],
+        ["-P", "app"],
+    ],
+    ids=" ".join,
+)
+def test_run_gives_the_program_what_python_gives_it(probes, command) -> None:
+    """sys.argv (as typed), __main__ (__file__, __spec__, __loader__, ...) and sys.path[0]."""
+    command = [part.format(dir=probes) for part in command]
+    flags = command[:1] if command[0] == "-P" else []
+    target = command[len(flags) :]
+    theirs = python(*flags, *target, cwd=probes, timeout=60)
+    ours = python(*flags, "-m", "rustasync", "run", *target, cwd=probes, timeout=60)
+    assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)
+    assert ours.lines == theirs.lines
+
+
+# Uses asyncio.Queue and asyncio.gather from the main body, from a thread that
+# runs on after the main body (and the runner) have returned, and from an
+# atexit handler; reports whose they were and what sys.argv and __main__ were.
+AFTER_THE_MAIN_BODY = """
+import asyncio, atexit, sys, threading, time
+import __main__
+
+def report(when):
+    async def use():
+        q = asyncio.Queue()
+        await q.put(1)
+        got = await asyncio.gather(q.get(), asyncio.sleep(0, "slept"))
+        return type(q).__module__.split(".")[0], asyncio.gather.__module__.split(".")[0], got
+    here = sys.modules["__main__"] is __main__
+    print(when, asyncio.run(use()), sys.argv, here, sys.path[0] == SYS_PATH0, flush=True)
+
+def worker():
+    # The interpreter marks the main thread finished when it begins to shut
+    # down: after the main body, before joining this thread.
+    while threading.main_thread().is_alive():
+        time.sleep(0.01)
+    report("thread")
+
+SYS_PATH0 = sys.path[0]
+atexit.register(report, "atexit")
+threading.Thread(target=worker).start()
+report("main")
+"""
+
+
+def test_run_keeps_rustasync_until_the_interpreter_shuts_down(tmp_path) -> None:
+    """Threads that outlive the main body and atexit handlers see what it saw."""
+    prog = script(tmp_path, AFTER_THE_MAIN_BODY)
+    stock = python(str(prog), "x", timeout=60)
+    assert stock.returncode == 0, stock.stderr
+    tail = f"('asyncio', 'asyncio', [1, 'slept']) [{str(prog)!r}, 'x'] True True"
+    assert stock.lines == [f"main {tail}", f"thread {tail}", f"atexit {tail}"]
+
+    compare = python("-m", "rustasync", "run", "--stock", str(prog), "x", timeout=60)
+    assert (compare.returncode, compare.lines, compare.stderr) == (0, stock.lines, "")
+
+    ours = python("-m", "rustasync", "run", str(prog), "x", timeout=60)
+    assert ours.returncode == 0, ours.stderr
+    tail = tail.replace("'asyncio', 'asyncio'", "'rustasync', 'rustasync'")
+    assert ours.lines == [f"main {tail}", f"thread {tail}", f"atexit {tail}"]
+
+
+def test_run_reports_a_syntax_error_like_python(tmp_path) -> None:
+    prog = script(tmp_path, "print('never')\nx = (\n")
+    ours = python("-m", "rustasync", "run", "prog.py", cwd=tmp_path, timeout=60)
+    theirs = python("prog.py", cwd=tmp_path, timeout=60)
+    assert theirs.returncode == 1
+    assert (ours.returncode, ours.lines, ours.stderr) == (1, [], theirs.stderr)
+    assert str(prog) in ours.stderr
+
+
+def test_run_path_restores_argv_path_and_main(tmp_path, monkeypatch) -> None:
+    from rustasync import _runner
+
+    script(
         tmp_path,
         """
         import sys
-        print(sys.argv)
-        print(__name__, __file__)
-        print(sys.path[0])
+        assert sys.argv == ["prog.py", "a"], sys.argv
+        sys.argv.append("more")
+        sys.path.insert(0, "elsewhere")
         """,
     )
-    out = python("-m", "rustasync", "run", "--stock", str(prog), "-p", "2", "--", "-h", timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.lines == [
-        str([str(prog), "-p", "2", "--", "-h"]),
-        f"__main__ {prog}",
-        str(tmp_path),
-    ]
+    monkeypatch.chdir(tmp_path)
+    argv, path, main = sys.argv[:], sys.path[:], sys.modules["__main__"]
+    _runner.run_path("prog.py", ["a"])
+    assert sys.argv == argv
+    assert sys.path == path
+    assert sys.modules["__main__"] is main
 
 
 def test_run_serves_rustasync_to_the_script(tmp_path) -> None:

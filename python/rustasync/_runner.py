@@ -2,23 +2,38 @@
 
 This is what `python -m rustasync run` does; `run_path` and `run_module` are
 the same thing as library calls. The program runs in this interpreter as
-`__main__`, with its own `sys.argv`, as `python SCRIPT.py` or
-`python -m MODULE` would run it, while `install()` is in effect.
+`__main__`, with the `sys.argv`, `sys.path[0]` and `__main__` module that
+`python SCRIPT.py` or `python -m MODULE` would give it, while `install()` is
+in effect.
+
+From the command line, nothing is undone when the program's main body
+returns: rustasync stays installed (and the chosen loop policy in place)
+through the interpreter's own shutdown, so threads still running and
+`atexit` handlers see what the main body saw. The library calls restore
+everything when they return.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
+import errno
+import importlib.machinery
 import importlib.util
+import io
+import marshal
 import os
+import pkgutil
 import runpy
 import sys
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+import types
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._install import installed
+from ._install import install, uninstall
 from ._virtual import VirtualTimeLoop
 
 __all__ = ["LOOPS", "run", "run_module", "run_path"]
@@ -58,36 +73,139 @@ class _Policy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,valid-type]
         return loop
 
 
-@contextlib.contextmanager
-def _environment(loop: str, virtual_time: bool, stock: bool) -> Iterator[list[Any]]:
-    """Set up the loop policy and the replacements; undo both afterwards."""
+# The setup below registers its undoing on an ExitStack as plain callbacks (no
+# generator-based context managers): the command line never closes that stack,
+# and a generator left suspended would undo its work when it is collected.
+
+
+def _set_environment(
+    undo: contextlib.ExitStack, loop: str, virtual_time: bool, stock: bool
+) -> list[Any]:
+    """Set up the loop policy and the replacements; register their undoing."""
     factory = _loop_factory(loop, virtual_time)
     created: list[Any] = []
-    with contextlib.ExitStack() as stack:
-        if factory is not None:
-            previous = asyncio.get_event_loop_policy()
-            asyncio.set_event_loop_policy(_Policy(factory, created))
-            stack.callback(asyncio.set_event_loop_policy, previous)
-        if not stock:
-            stack.enter_context(installed())
-        yield created
+    if factory is not None:
+        previous = asyncio.get_event_loop_policy()
+        asyncio.set_event_loop_policy(_Policy(factory, created))
+        undo.callback(asyncio.set_event_loop_policy, previous)
+    if not stock:
+        install()
+        undo.callback(uninstall)
+    return created
 
 
-@contextlib.contextmanager
-def _as_main(argv: list[str], path0: str) -> Iterator[None]:
-    """Give the program its own sys.argv and sys.path[0] while it runs."""
-    saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
-    sys.argv[:] = argv
-    if sys.path:
-        sys.path[0] = path0
-    else:
-        sys.path.insert(0, path0)
-    try:
-        yield
-    finally:
-        sys.argv[:] = saved_argv
-        if saved_path0 is not None and sys.path:
-            sys.path[0] = saved_path0
+@dataclass(frozen=True)
+class _Program:
+    """What `python TARGET ARGS...` would run, and how it would set up for it."""
+
+    argv0: str
+    # The entry `python` would put at the front of sys.path (None under -P,
+    # except for a directory or archive).
+    path0: str | None
+    execute: Callable[[types.ModuleType], Any]
+
+
+def _absolute(path: str) -> str:
+    """The path as `python` makes a script's path absolute: joined, not normalised."""
+    return path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+
+
+def _script_program(path: str) -> _Program:
+    """`python PATH`: a script, or a directory or zip archive with a `__main__.py`."""
+    filename = _absolute(path)
+    if not os.path.exists(filename):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", filename)
+    if pkgutil.get_importer(filename) is not None:
+        # As python does: the archive or directory goes first on sys.path
+        # (even under -P), and its __main__ module runs as if by -m.
+        def execute_main_module(main: types.ModuleType) -> None:
+            runpy._run_module_as_main("__main__", False)  # type: ignore[attr-defined]
+
+        return _Program(path, filename, execute_main_module)
+    code, loader = _compile_script(filename)
+
+    def execute(main: types.ModuleType) -> None:
+        main.__dict__.update(__file__=filename, __cached__=None, __loader__=loader)
+        exec(code, main.__dict__)
+
+    path0 = None if sys.flags.safe_path else os.path.dirname(os.path.realpath(filename))
+    return _Program(path, path0, execute)
+
+
+def _compile_script(filename: str) -> tuple[types.CodeType, Any]:
+    with io.open_code(filename) as f:
+        data = f.read()
+    if filename.endswith(".pyc"):
+        return marshal.loads(data[16:]), importlib.machinery.SourcelessFileLoader(
+            "__main__", filename
+        )
+    code = compile(data, filename, "exec", dont_inherit=True)
+    return code, importlib.machinery.SourceFileLoader("__main__", filename)
+
+
+def _module_program(name: str, *, check: bool = True) -> _Program:
+    """`python -m NAME`: sys.argv[0] is "-m" until the module is found, then its path.
+
+    With `check`, a module that cannot be run raises ModuleNotFoundError;
+    without, python's own lookup reports it (SystemExit with its message).
+    """
+
+    def execute(main: types.ModuleType) -> None:
+        # Looking the module up imports its parent packages: after install(),
+        # with sys.path and sys.argv set, as python does.
+        if check:
+            _check_runnable_module(name)
+        runpy._run_module_as_main(name, True)  # type: ignore[attr-defined]
+
+    return _Program("-m", None if sys.flags.safe_path else os.getcwd(), execute)
+
+
+def _new_main_module() -> types.ModuleType:
+    """A `__main__` module as the interpreter makes one before running a program."""
+    main = types.ModuleType("__main__")
+    main.__dict__.update(
+        __annotations__={},
+        __builtins__=builtins,
+        __loader__=importlib.machinery.BuiltinImporter,
+    )
+    return main
+
+
+def _set_main(undo: contextlib.ExitStack, program: _Program, args: Sequence[str]) -> None:
+    """Give the program its sys.argv, sys.path[0] and `__main__`; register their undoing."""
+    saved_argv = sys.argv[:]
+    undo.callback(sys.argv.__setitem__, slice(None), saved_argv)
+    sys.argv[:] = [program.argv0, *args]
+
+    saved_path = sys.path[:]
+    undo.callback(sys.path.__setitem__, slice(None), saved_path)
+    if program.path0 is not None:
+        # This interpreter was started with an entry of its own in front
+        # (`python -m rustasync` puts the current directory there), unless -P
+        # kept it out; a directory or archive always goes in front.
+        if sys.path and not sys.flags.safe_path:
+            sys.path[0] = program.path0
+        else:
+            sys.path.insert(0, program.path0)
+
+    saved_main = sys.modules.get("__main__")
+    if saved_main is not None:
+        undo.callback(sys.modules.__setitem__, "__main__", saved_main)
+    sys.modules["__main__"] = _new_main_module()
+
+
+def _run_program(
+    program: _Program,
+    args: Sequence[str],
+    loop: str,
+    virtual_time: bool,
+    stock: bool,
+    undo: contextlib.ExitStack,
+) -> list[Any]:
+    created = _set_environment(undo, loop, virtual_time, stock)
+    _set_main(undo, program, args)
+    program.execute(sys.modules["__main__"])
+    return created
 
 
 def run_path(
@@ -100,9 +218,12 @@ def run_path(
 ) -> list[Any]:
     """Run the script at `path` as `__main__` with rustasync installed.
 
-    Like `python path args...`: `sys.argv` is `[path, *args]`, `sys.path[0]`
-    is the script's directory and `__file__` its absolute path. Exceptions
-    raised by the script, `SystemExit` included, propagate.
+    Like `python path args...`: `sys.argv` is `[path, *args]` with `path` as
+    given, `sys.path[0]` is the script's real directory, and `__main__` is a
+    new module whose `__file__` is the script's absolute path (a directory
+    or zip archive runs its `__main__.py`, as with `python`). Everything is
+    restored when it returns. Exceptions raised by the script, `SystemExit`
+    included, propagate.
 
     Args:
         loop: "asyncio" (the default policy, untouched) or "uvloop".
@@ -118,14 +239,9 @@ def run_path(
     Raises:
         FileNotFoundError: if there is no such file or directory.
     """
-    path = os.fspath(path)
-    full = os.path.abspath(path)
-    if not os.path.exists(full):
-        raise FileNotFoundError(2, "No such file or directory", full)
-    script_dir = full if os.path.isdir(full) else os.path.dirname(full)
-    with _environment(loop, virtual_time, stock) as created, _as_main([path, *args], script_dir):
-        runpy.run_path(full, run_name="__main__")
-    return created
+    program = _script_program(os.fspath(path))
+    with contextlib.ExitStack() as undo:
+        return _run_program(program, args, loop, virtual_time, stock, undo)
 
 
 def run_module(
@@ -138,17 +254,18 @@ def run_module(
 ) -> list[Any]:
     """Run module `name` as `__main__` with rustasync installed.
 
-    Like `python -m name args...` (a package runs its `__main__`), with the
-    same options and return value as `run_path`.
+    Like `python -m name args...` (a package runs its `__main__`):
+    `sys.argv[0]` is the module's path, `sys.path[0]` the current
+    directory, `__main__.__spec__` the module's spec. Same options and
+    return value as `run_path`.
 
     Raises:
         ModuleNotFoundError: if the module (or a package's `__main__`) cannot
             be found; nothing has run then.
     """
-    _check_runnable_module(name)
-    with _environment(loop, virtual_time, stock) as created, _as_main([name, *args], os.getcwd()):
-        runpy.run_module(name, run_name="__main__", alter_sys=True)
-    return created
+    program = _module_program(name)
+    with contextlib.ExitStack() as undo:
+        return _run_program(program, args, loop, virtual_time, stock, undo)
 
 
 def _check_runnable_module(name: str) -> None:
@@ -185,12 +302,18 @@ def _is_runner_frame(tb: TracebackType) -> bool:
     )
 
 
-def _without_runner_frames(tb: TracebackType | None) -> TracebackType | None:
-    """Drop the leading frames that belong to the runner, not the program."""
+def _without_runner_frames(exc: BaseException, tb: TracebackType | None) -> TracebackType | None:
+    """Drop the leading frames that belong to the runner, not the program.
+
+    A syntax error in the program has only the runner's frames: python
+    reports it without a traceback.
+    """
     first = tb
     while first is not None and _is_runner_frame(first):
         first = first.tb_next
-    return first if first is not None else tb
+    if first is None and not isinstance(exc, SyntaxError):
+        return tb
+    return first
 
 
 def _report_program_frames_only() -> None:
@@ -206,7 +329,7 @@ def _report_program_frames_only() -> None:
         exc_type: type[BaseException], value: BaseException, tb: TracebackType | None
     ) -> None:
         sys.excepthook = hook
-        tb = _without_runner_frames(tb)
+        tb = _without_runner_frames(value, tb)
         hook(exc_type, value.with_traceback(tb), tb)
 
     sys.excepthook = excepthook
@@ -223,44 +346,37 @@ def main(
 ) -> int:
     """`python -m rustasync run`: the exit status when the program returns.
 
+    Nothing is undone afterwards: rustasync stays installed, the loop policy
+    in place and the program's `__main__`, `sys.argv` and `sys.path` as they
+    are, through the interpreter's shutdown (joining non-daemon threads,
+    `atexit` handlers), as for `python SCRIPT.py`.
+
     Errors that stop the program from starting are reported as Python reports
-    them (exit status 2 for a missing script, 1 for a missing module). An
+    them (exit status 2 for a missing script, 1 and python's message for a
+    module that cannot be run, a syntax error without a traceback). An
     exception raised by the program, `SystemExit` included, propagates.
     """
-    runner = run_module if module else run_path
     try:
-        runner(target, args, loop=loop, virtual_time=virtual_time, stock=stock)
+        program = _module_program(target, check=False) if module else _script_program(target)
     except FileNotFoundError as exc:
-        if not _raised_in(exc, run_path):
-            _report_program_frames_only()
-            raise
         print(
             f"{sys.executable}: can't open file {exc.filename!r}: [Errno 2] {exc.strerror}",
             file=sys.stderr,
         )
         return 2
-    except ModuleNotFoundError as exc:
-        if not _raised_in(exc, _check_runnable_module):
-            _report_program_frames_only()
-            raise
-        print(f"{sys.executable}: {exc}", file=sys.stderr)
-        return 1
+    except SyntaxError:
+        _report_program_frames_only()
+        raise
+    # Never closed, on purpose (see the module docstring).
+    undo = contextlib.ExitStack()
+    try:
+        _run_program(program, args, loop, virtual_time, stock, undo)
     except SystemExit:
         raise
     except BaseException:
         _report_program_frames_only()
         raise
     return 0
-
-
-def _raised_in(exc: BaseException, function: Callable[..., Any]) -> bool:
-    """Whether `exc` was raised by `function` itself (its innermost frame)."""
-    tb = exc.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb.tb_frame.f_code is function.__code__
 
 
 def run(
@@ -273,8 +389,9 @@ def run(
     """Run coroutine `main` in a new event loop and return its result.
 
     Like `asyncio.run`; differences: `virtual_time=True` runs it on a
-    `VirtualTimeLoop`, whose clock jumps to the next timer whenever the loop
-    would wait. It does not install rustasync into asyncio.
+    `VirtualTimeLoop`, whose clock skips the waits that only the next timer
+    can end, keeping real time's order of events. It does not install
+    rustasync into asyncio.
 
     Raises:
         ValueError: if both `virtual_time` and `loop_factory` are given.
