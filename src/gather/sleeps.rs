@@ -26,8 +26,8 @@ pub(super) enum SleepPhase {
     /// arms its timer (stock's Task takes its deadline at that step, an
     /// iteration after `gather()`).
     Starting { value: Py<PyAny>, delay: f64 },
-    /// Waiting for its deadline: in the loop's timer heap under `timer`, or
-    /// (an infinite delay) nowhere.
+    /// Waiting for its deadline: in the loop's timer heap under `timer` (an
+    /// infinite delay too: its entry is never due).
     Waiting {
         value: Py<PyAny>,
         timer: Option<TimerKey>,
@@ -316,7 +316,10 @@ impl GatheringFuture {
             match phase {
                 SleepPhase::Starting { delay, .. } => {
                     let delay = *delay;
-                    let timer = (delay > 0.0 && delay.is_finite()).then_some(TimerKey {
+                    // `inf` too: its entry (never due) keeps the gather, and the
+                    // Task awaiting it, reachable from the loop, as stock's
+                    // `call_later(inf)` handle of a sleep Task does.
+                    let timer = (delay > 0.0).then_some(TimerKey {
                         step,
                         delay_bits: delay.to_bits(),
                     });
