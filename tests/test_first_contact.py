@@ -203,7 +203,7 @@ def test_wheel_in_a_fresh_venv_runs_every_command(tmp_path: Path) -> None:
         compat = ["--compatibility", f"manylinux_{major}_{minor}"]
     wheels = tmp_path / "wheels"
     build = subprocess.run(
-        [str(maturin), "build", "--release", *compat, "--out", str(wheels)],
+        [str(maturin), "build", "--release", "-i", sys.executable, *compat, "--out", str(wheels)],
         cwd=ROOT,
         capture_output=True,
         text=True,
