@@ -1200,6 +1200,12 @@ impl SendManyOp {
 /// Register the classes and exceptions on the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyChannel>()?;
+    // The awaitable methods answer `inspect.iscoroutinefunction` as an
+    // `async def` would (libraries dispatch on it).
+    crate::markers::mark_methods(
+        &m.py().get_type::<PyChannel>(),
+        &["send", "send_many", "recv", "recv_many"],
+    )?;
     m.add_class::<RecvOp>()?;
     m.add_class::<SendOp>()?;
     m.add_class::<SendManyOp>()?;

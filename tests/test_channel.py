@@ -801,3 +801,15 @@ def test_unawaited_channel_ops_warn_like_coroutines() -> None:
         ch.send_many([1]).close()
         gc.collect()
     assert ch.qsize() == 0
+
+
+def test_awaitable_methods_are_coroutine_functions() -> None:
+    import inspect
+
+    ch: Channel[int] = Channel()
+    for name in ("send", "send_many", "recv", "recv_many"):
+        assert inspect.iscoroutinefunction(getattr(Channel, name)), name
+        assert inspect.iscoroutinefunction(getattr(ch, name)), name
+        assert asyncio.iscoroutinefunction(getattr(ch, name)), name
+    for name in ("send_nowait", "recv_nowait", "send_blocking", "close"):
+        assert not inspect.iscoroutinefunction(getattr(ch, name)), name
