@@ -9,8 +9,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
+use super::cancel;
 use super::children::Child;
-use super::sleeps::{Opening, SleepCancel, SleepPhase};
+use super::sleeps::SleepPhase;
 use super::state::{Inner, State};
 use crate::awaitable::{self, next_result, Imports, Step, Stepper};
 
@@ -192,89 +193,7 @@ impl GatheringFuture {
     /// future then ends with `CancelledError` once the children report.
     #[pyo3(signature = (msg=None))]
     fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
-        let py = slf.py();
-        let me = slf.get();
-        if me.is_done() {
-            return Ok(false);
-        }
-        // As asyncio, once per argument: a repeated Task is asked twice (its
-        // `cancelling()` count says so).
-        let (nargs, call) = {
-            let mut inner = me.inner.lock().unwrap();
-            inner.serial += 1;
-            (inner.arg_child.len(), inner.serial)
-        };
-        let mut ret = false;
-        for arg in 0..nargs {
-            let (new_batch, fut, outcome, timers) = {
-                let mut guard = me.inner.lock().unwrap();
-                let inner = &mut *guard;
-                let Some(&i) = inner.arg_child.get(arg) else {
-                    break;
-                };
-                let Some(slot) = inner.children.get_mut(i) else {
-                    break;
-                };
-                match &mut slot.child {
-                    Child::Future(f) => {
-                        // Its cancel may schedule a wake-up: what comes next
-                        // does not sit next to the open batch.
-                        inner.open = None;
-                        (None, Some(f.clone_ref(py)), SleepCancel::Refused, None)
-                    }
-                    Child::Sleep(phase) => {
-                        let outcome = phase.cancel(py, msg.as_ref());
-                        let timers = match &outcome {
-                            SleepCancel::Woken {
-                                dead_timer: true, ..
-                            } => inner.timers.as_ref().map(|t| t.clone_ref(py)),
-                            _ => None,
-                        };
-                        let new_batch = match &outcome {
-                            SleepCancel::Woken { .. } => inner.join_batch(i, Opening::Cancel(call)),
-                            _ => None,
-                        };
-                        (new_batch, None, outcome, timers)
-                    }
-                }
-            };
-            // The child's wake-up is scheduled here, where its Task's would be.
-            if let Some(id) = new_batch {
-                Self::schedule_batch(slf, id)?;
-            }
-            // Its heap entry is dead, as the TimerHandle of a cancelled
-            // Task's sleep would be.
-            if let Some(t) = timers {
-                t.get().note_cancelled(py);
-            }
-            // What the sleep child let go of (its value, an earlier message)
-            // is dropped unlocked: a `__del__` may use this gather.
-            match outcome {
-                SleepCancel::Refused => {}
-                SleepCancel::Accepted(dropped) => {
-                    ret = true;
-                    drop(dropped);
-                }
-                SleepCancel::Woken { value, .. } => {
-                    ret = true;
-                    drop(value);
-                }
-            }
-            if let Some(f) = fut {
-                let kwargs = PyDict::new(py);
-                kwargs.set_item(intern!(py, "msg"), msg.as_ref().map(|m| m.bind(py)))?;
-                if f.bind(py)
-                    .call_method(intern!(py, "cancel"), (), Some(&kwargs))?
-                    .is_truthy()?
-                {
-                    ret = true;
-                }
-            }
-        }
-        if ret {
-            me.inner.lock().unwrap().cancel_requested = true;
-        }
-        Ok(ret)
+        cancel::cancel(slf, msg.as_ref())
     }
 
     /// The `CancelledError` this future raises when cancelled.

@@ -20,11 +20,13 @@
 //! # Layout
 //!
 //! `future.rs` is the Python face ([`GatheringFuture`]); `state.rs` its
-//! state and how children's reports complete it; `children.rs` what it holds
+//! state and how children's reports complete it; `cancel.rs` its `cancel()`,
+//! which walks nested gathers without recursing; `children.rs` what it holds
 //! for each child; `sleeps.rs` the sleep children and their batches; this
 //! file the `gather()` function: checking the arguments, finding the loop,
 //! and creating the children.
 
+mod cancel;
 mod children;
 mod future;
 mod sleeps;
@@ -224,6 +226,7 @@ pub fn gather<'py>(
                 arg_child: Vec::with_capacity(aws.len()),
                 nfinished: 0,
                 cancel_requested: false,
+                cancelling: 0,
                 batches: Vec::new(),
                 free_batches: Vec::new(),
                 open: None,

@@ -57,6 +57,9 @@ pub(super) struct Inner {
     pub(super) arg_child: Vec<usize>,
     pub(super) nfinished: usize,
     pub(super) cancel_requested: bool,
+    /// How many `cancel()` calls on this gather are under way (a Task
+    /// calling it once more is a cycle).
+    pub(super) cancelling: usize,
     /// The sleep children of each batch in flight, by batch id (the ids in
     /// `free_batches` are unused).
     pub(super) batches: Vec<Vec<usize>>,
