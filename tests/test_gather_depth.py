@@ -2,7 +2,7 @@
 
 Deep chains (tests/_gather_depth.py, one subprocess per run, so that a C
 stack overflow fails a test instead of killing pytest): 10,000 nested
-gathers cancelled, completed and failed, on
+gathers cancelled, completed and failed, 100,000 freed and collected, on
 stock asyncio and rustasync, on the stock loop and uvloop, with the
 recursion limit raised as far as stock needs.
 
@@ -75,6 +75,15 @@ def test_result_of_deep_chain(impl, loop_kind):
 
 def test_exception_of_deep_chain(impl, loop_kind):
     assert depth_run(impl.name, loop_kind, "exception", DEPTH) == {"outcome": "ValueError('deep')"}
+
+
+@pytest.mark.parametrize("shape", ["free", "collect"])
+def test_deep_chain_is_freed(impl, loop_kind, shape):
+    """A finished chain 100,000 deep freed from its top, or a pending one
+    in a reference cycle collected: CPython frees stock's nested gathers
+    through its trashcan (regression: freeing rustasync's recursed, one
+    deallocation inside the other, and crashed at about 25,000)."""
+    assert depth_run(impl.name, loop_kind, shape, 100_000) == {"freed": True}
 
 
 # -- The order of nested cancels ------------------------------------------

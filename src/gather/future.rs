@@ -13,6 +13,8 @@ use super::cancel;
 use super::children::Child;
 use super::sleeps::SleepPhase;
 use super::state::{Inner, State};
+#[cfg(not(Py_LIMITED_API))]
+use super::trashcan;
 use crate::awaitable::{self, next_result, Imports, Step, Stepper};
 
 /// The future returned by `rustasync.gather()`.
@@ -354,14 +356,15 @@ unsafe extern "C" fn finalize(obj: *mut ffi::PyObject) {
 static PYO3_DEALLOC: std::sync::OnceLock<ffi::destructor> = std::sync::OnceLock::new();
 
 /// `tp_dealloc`: run the finaliser first (it may resurrect the object, as
-/// asyncio's handler does when it keeps the context), then PyO3's.
+/// asyncio's handler does when it keeps the context), then PyO3's, through
+/// the trashcan (a gather's children may be gathers it is the last owner of).
 #[cfg(not(Py_LIMITED_API))]
 unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
     if ffi::PyObject_CallFinalizerFromDealloc(obj) < 0 {
         return;
     }
     if let Some(pyo3_dealloc) = PYO3_DEALLOC.get() {
-        pyo3_dealloc(obj);
+        trashcan::free(obj, *pyo3_dealloc);
     }
 }
 

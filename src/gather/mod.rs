@@ -22,7 +22,8 @@
 //! `future.rs` is the Python face ([`GatheringFuture`]); `state.rs` its
 //! state and how children's reports complete it; `cancel.rs` its `cancel()`,
 //! which walks nested gathers without recursing; `children.rs` what it holds
-//! for each child; `sleeps.rs` the sleep children and their batches; this
+//! for each child; `sleeps.rs` the sleep children and their batches;
+//! `trashcan.rs` how nested gathers are freed without recursing; this
 //! file the `gather()` function: checking the arguments, finding the loop,
 //! and creating the children.
 
@@ -31,6 +32,8 @@ mod children;
 mod future;
 mod sleeps;
 mod state;
+#[cfg(not(Py_LIMITED_API))]
+mod trashcan;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
