@@ -521,6 +521,49 @@ def test_failed_gather_dropped_unobserved_is_reported(impl, run):
     ]
 
 
+GATHERS_AT_EXIT = """
+import asyncio, sys
+import rustasync
+
+gather = {"asyncio": asyncio.gather, "rustasync": rustasync.gather}[sys.argv[1]]
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    ok, bad = loop.create_future(), loop.create_future()
+    ok.set_result(1)
+    bad.set_exception(ValueError("kept"))
+    done, failed = gather(ok), gather(bad)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    return done, failed
+
+
+# A module global, and a failed gather in a cycle that only the collection
+# at exit frees.
+done, failed = asyncio.run(main())
+cycle = [failed]
+cycle.append(cycle)
+del failed, cycle
+print("end", flush=True)
+"""
+
+
+def test_gathers_alive_at_interpreter_exit(impl):
+    """Gathers the interpreter frees while it shuts down are finalised as
+    stock's: the failed one nobody looked at is reported to its loop's
+    exception handler, nothing else is printed (regression: the finaliser
+    could not attach to the interpreter during its shutdown, and printed a
+    Rust panic for every gather)."""
+    proc = start("-c", GATHERS_AT_EXIT, impl.name)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert (proc.returncode, stdout) == (0, "end\n"), stderr
+    assert "panicked" not in stderr
+    lines = stderr.splitlines()
+    assert lines[0] == "_GatheringFuture exception was never retrieved", stderr
+    assert lines[-1] == "ValueError: kept", stderr
+
+
 def test_nested_and_asyncio_interop(impl, run):
     async def main():
         inner = impl.gather(value(1), impl.sleep(0.001, 2))

@@ -340,7 +340,10 @@ unsafe extern "C" fn finalize(obj: *mut ffi::PyObject) {
         (t, v, tb)
     };
     let _ = std::panic::catch_unwind(|| {
-        Python::attach(|py| {
+        // The interpreter calls this on a thread attached to it, also while
+        // it shuts down, when `Python::attach` refuses (and panics): it
+        // checks that the interpreter is initialised and not finalising.
+        Python::attach_unchecked(|py| {
             let slf = pyo3::Borrowed::from_ptr(py, obj).cast_unchecked::<GatheringFuture>();
             GatheringFuture::log_unretrieved(&slf);
         })
