@@ -150,7 +150,9 @@ fn check_future_loops(
 /// loop) is found before any Task is created or any sleep taken over, so
 /// nothing is left running and the sleeps and futures among the arguments
 /// are left as they were (the coroutines are closed, so that they do not
-/// warn "never awaited").
+/// warn "never awaited"); nested gathers (directly or through Tasks) are
+/// cancelled and freed without recursing, so chains deeper than asyncio's
+/// recursion limit work.
 ///
 /// With no running loop it takes the loop as asyncio's does: the first
 /// argument's if that is a future, else the event loop asyncio asks for
