@@ -257,16 +257,26 @@ unsafe extern "C" fn am_await_self(obj: *mut ffi::PyObject) -> *mut ffi::PyObjec
 /// at the C level only. Full API only; elsewhere this does nothing.
 pub fn patch_am_await_self<T: PyClass>(py: Python<'_>) {
     #[cfg(not(Py_LIMITED_API))]
+    patch_am_await::<T>(py, am_await_self);
+    #[cfg(Py_LIMITED_API)]
+    let _ = py;
+}
+
+/// Install `slot` as `T`'s `am_await` (in place of PyO3's trampoline to its
+/// Python-level `__await__`, which must mean the same). Full API only.
+#[cfg(not(Py_LIMITED_API))]
+pub fn patch_am_await<T: PyClass>(
+    py: Python<'_>,
+    slot: unsafe extern "C" fn(*mut ffi::PyObject) -> *mut ffi::PyObject,
+) {
     unsafe {
         let tp = py.get_type::<T>().as_type_ptr();
         let am = (*tp).tp_as_async;
         if !am.is_null() && (*am).am_await.is_some() {
-            (*am).am_await = Some(am_await_self);
+            (*am).am_await = Some(slot);
             ffi::PyType_Modified(tp);
         }
     }
-    #[cfg(Py_LIMITED_API)]
-    let _ = py;
 }
 
 /// The exception `throw(typ, val, tb)` raises, as a generator builds it.

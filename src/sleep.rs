@@ -377,14 +377,7 @@ unsafe extern "C" fn sleep_am_await(obj: *mut pyo3::ffi::PyObject) -> *mut pyo3:
 
 fn patch_am_await(py: Python<'_>) {
     #[cfg(not(Py_LIMITED_API))]
-    unsafe {
-        let tp = py.get_type::<Sleep>().as_type_ptr();
-        let am = (*tp).tp_as_async;
-        if !am.is_null() && (*am).am_await.is_some() {
-            (*am).am_await = Some(sleep_am_await);
-            pyo3::ffi::PyType_Modified(tp);
-        }
-    }
+    awaitable::patch_am_await::<Sleep>(py, sleep_am_await);
     #[cfg(Py_LIMITED_API)]
     let _ = py;
 }
