@@ -361,14 +361,178 @@ def test_plain_instances_are_rustasync_queues():
             assert not isinstance(q, getattr(asyncio.queues, "_LoopBoundMixin", ()))
 
 
-def test_plain_instances_refuse_copy_and_pickle():
-    """A documented difference: stock copies the queue's state, rustasync refuses loudly."""
-    with rustasync.installed():
+def _observe(q) -> tuple[Any, ...]:
+    """What a program can see of an idle queue, emptying it on the way."""
+    name, maxsize, size = type(q).__name__, q.maxsize, q.qsize()
+    items = [q.get_nowait() for _ in range(size)]
+    done = 0
+    while True:
+        try:
+            q.task_done()
+        except ValueError:
+            break
+        done += 1
+    return name, maxsize, size, items, done, getattr(q, "owner", None)
+
+
+def _filled(kind: str):
+    q = getattr(asyncio, kind)(5)
+    for x in (3, [1, 2], 2, 5):
+        q.put_nowait(x if kind != "PriorityQueue" or not isinstance(x, list) else 1)
+    q.get_nowait()
+    q.owner = "me"
+    return q
+
+
+@pytest.mark.parametrize("kind", ["Queue", "LifoQueue", "PriorityQueue"])
+def test_idle_instances_pickle_and_deepcopy_as_on_stock(run, kind):
+    async def body():
+        q = _filled(kind)
+        back = pickle.loads(pickle.dumps(q))
+        deep = copy.deepcopy(q)
+        same_class = type(back) is type(q) and type(deep) is type(q)
+        return same_class, _observe(back), _observe(deep), _observe(q)
+
+    same, *states = both(run, body)
+    assert same
+    assert states[0] == states[1] == states[2]
+    assert states[0][4] == 4  # four puts and no task_done: four unfinished
+
+
+def test_deepcopy_copies_the_items(run):
+    async def body():
         q = asyncio.Queue()
-        with pytest.raises(TypeError):
-            copy.copy(q)
-        with pytest.raises(TypeError):
+        q.put_nowait([1])
+        deep = copy.deepcopy(q)
+        deep.get_nowait().append(2)
+        return q.get_nowait()
+
+    assert both(run, body) == [1]
+
+
+@pytest.mark.parametrize("kind", ["Queue", "LifoQueue", "PriorityQueue"])
+def test_copy_holds_the_same_state(run, kind):
+    async def body():
+        q = _filled(kind)
+        c = copy.copy(q)
+        return type(c) is type(q), _observe(c)
+
+    same, state = both(run, body)
+    assert same and state[2:] == (3, state[3], 4, "me")
+
+
+def test_copy_is_a_snapshot_not_an_alias(run):
+    """A documented difference: asyncio's copy shares the item deque."""
+
+    async def body():
+        q = asyncio.Queue()
+        c = copy.copy(q)
+        c.put_nowait(1)
+        return q.qsize()
+
+    assert run(body()) == 1
+    with rustasync.installed():
+        assert run(body()) == 0
+
+
+def test_shutdown_flag_survives_pickle(run):
+    if not hasattr(asyncio.Queue, "shutdown"):
+        pytest.skip("asyncio.Queue.shutdown is new in Python 3.13")
+
+    async def body():
+        q = asyncio.Queue()
+        q.put_nowait(1)
+        q.shutdown()
+        back = pickle.loads(pickle.dumps(q))
+        try:
+            back.put_nowait(2)
+        except asyncio.QueueShutDown:
+            refused = True
+        return refused, back.get_nowait()
+
+    assert both(run, body) == (True, 1)
+
+
+def test_queue_with_waiting_tasks_refuses_pickle_but_copies(run):
+    async def body():
+        q = asyncio.Queue()
+        getter = asyncio.create_task(q.get())
+        await asyncio.sleep(0)
+        out = []
+        for how in (pickle.dumps, copy.deepcopy):
+            try:
+                how(q)
+                out.append("ok")
+            except TypeError:
+                out.append("TypeError")
+        out.append(copy.copy(q).qsize())
+        q.put_nowait(1)
+        out.append(await getter)
+        return out
+
+    assert both(run, body) == ["TypeError", "TypeError", 0, 1]
+
+
+def test_queue_bound_to_a_loop_refuses_pickle(run):
+    async def body():
+        q = asyncio.Queue()
+        getter = asyncio.create_task(q.get())
+        await asyncio.sleep(0)
+        q.put_nowait(1)
+        await getter
+        try:
             pickle.dumps(q)
+        except (TypeError, AttributeError, pickle.PicklingError):
+            return "refused"
+        return "pickled"
+
+    assert both(run, body) == "refused"
+
+
+@pytest.mark.parametrize("kind", ["Queue", "LifoQueue", "PriorityQueue"])
+def test_rustasync_queues_pickle_like_asyncio_queues(kind):
+    stock, ours = getattr(asyncio, kind)(3), getattr(rustasync, kind)(3)
+    for q in (stock, ours):
+        for x in (2, 1, 3):
+            q.put_nowait(x)
+        q.get_nowait()
+    back = pickle.loads(pickle.dumps(ours))
+    assert type(back) is type(ours)
+    assert _observe(back)[1:] == _observe(pickle.loads(pickle.dumps(stock)))[1:]
+
+
+def test_served_pickle_loads_in_a_process_without_install(tmp_path):
+    import subprocess
+
+    with rustasync.installed():
+        q = asyncio.PriorityQueue()
+        q.put_nowait(2)
+        q.put_nowait(1)
+        q.tag = "t"
+        data = pickle.dumps(q)
+    path = tmp_path / "q.pickle"
+    path.write_bytes(data)
+    code = (
+        "import pickle, sys, rustasync\n"
+        "q = pickle.load(open(sys.argv[1], 'rb'))\n"
+        "assert isinstance(q, rustasync.PriorityQueue), type(q)\n"
+        "print(q.tag, q.get_nowait(), q.get_nowait())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["t", "1", "2"]
+
+
+@pytest.mark.parametrize(
+    "state",
+    [None, (), ([1], -1, False, None), ((1,), 0, False, None), ([1], 0, False, "dict")],
+)
+def test_bad_state_is_a_type_error(state):
+    q = rustasync.Queue()
+    with pytest.raises(TypeError, match="state must be"):
+        q.__setstate__(state)
+    assert q.qsize() == 0
 
 
 def test_weakly_referenced_queue_is_collected():

@@ -169,6 +169,22 @@ def served_queue_class(ours: type, stock: type) -> type:
     return served
 
 
+def __getattr__(name: str) -> Any:
+    """The served queue classes by name, made on first use.
+
+    Pickles of served queues name their class `rustasync._install.Queue`
+    (or `LifoQueue`, `PriorityQueue`); this lets a process that has not
+    called `install()` load them.
+    """
+    if name in ("Queue", "LifoQueue", "PriorityQueue"):
+        import rustasync
+
+        stock = asyncio.queues.__dict__.get(name)
+        if isinstance(stock, type):
+            return served_queue_class(getattr(rustasync, name), stock)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _replacements() -> dict[str, Any]:
     """The rustasync objects to serve, by asyncio name.
 

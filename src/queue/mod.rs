@@ -30,6 +30,7 @@ pub mod heap;
 pub mod lock;
 pub mod op;
 pub mod pyqueue;
+mod snapshot;
 pub mod state;
 
 use pyo3::exceptions::PyException;

@@ -75,6 +75,11 @@ fn parse_maxsize(obj: &Bound<'_, PyAny>) -> PyResult<Limit> {
 }
 
 impl PyQueue {
+    /// The `maxsize` given to the constructor, unchanged.
+    pub fn maxsize_object(&self, py: Python<'_>) -> Py<PyAny> {
+        self.maxsize.clone_ref(py)
+    }
+
     fn build(kind: Kind, maxsize: &Bound<'_, PyAny>) -> PyResult<Self> {
         Ok(PyQueue {
             core: TryLock::new(QueueCore::new(kind, parse_maxsize(maxsize)?)),
@@ -624,6 +629,36 @@ impl PyQueue {
             slf.get_type().name()?,
             Self::format(slf)?
         ))
+    }
+
+    /// Pickle support (see `copy` and `pickle`). A queue that tasks are
+    /// waiting on, or that is bound to an event loop, cannot be pickled.
+    ///
+    /// Like pickling an `asyncio.Queue`; differences: the refusal is a
+    /// TypeError naming the queue, where asyncio fails on its future or loop.
+    ///
+    /// Raises:
+    ///     TypeError: tasks are waiting on the queue, or it is bound to a loop.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        super::snapshot::reduce(slf)
+    }
+
+    /// Restore the state `__reduce__` saved (items, unfinished count,
+    /// shut-down flag, instance `__dict__`).
+    ///
+    /// Raises:
+    ///     TypeError: state is not such a tuple.
+    fn __setstate__(slf: &Bound<'_, Self>, state: &Bound<'_, PyAny>) -> PyResult<()> {
+        super::snapshot::setstate(slf, state)
+    }
+
+    /// `copy.copy(q)`: a new queue of the same class holding the same items,
+    /// unfinished count, shut-down flag, loop binding and `__dict__` entries.
+    ///
+    /// Like `copy.copy` of an `asyncio.Queue`; differences: asyncio's copy
+    /// shares its item deque with the original, this one is a snapshot.
+    fn __copy__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        super::snapshot::copy(slf)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

@@ -137,6 +137,16 @@ impl<T, W> QueueCore<T, W> {
         }
     }
 
+    /// Replace the items with `items`, given in storage order (as `items()`
+    /// lists them), without comparing them: a restored heap keeps the
+    /// layout it was saved with, as a restored `heapq` list does.
+    pub fn set_items(&mut self, items: Vec<T>) -> Vec<T> {
+        match &mut self.store {
+            Store::Fifo(d) => std::mem::replace(d, items.into()).into(),
+            Store::Stack(v) | Store::Heap(v) => std::mem::replace(v, items),
+        }
+    }
+
     pub fn waiters(&mut self, which: WaitList) -> &mut VecDeque<W> {
         match which {
             WaitList::Getters => &mut self.getters,
