@@ -6,8 +6,10 @@
 use pyo3::prelude::*;
 
 pub mod args;
+// The awaitable core and the loop wakers live in the bridge crate; the rest
+// of the extension names them as before.
+pub use rustasync_bridge::{awaitable, runtime};
 pub mod asyncq;
-pub mod awaitable;
 pub mod bridge;
 pub mod channel;
 pub mod core;
@@ -15,7 +17,6 @@ pub mod errors;
 pub mod gather;
 pub mod markers;
 pub mod queue;
-pub mod runtime;
 pub mod sleep;
 #[cfg(feature = "test-hooks")]
 pub mod testhooks;
@@ -28,7 +29,6 @@ pub mod timers;
 fn _rustasync(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
-    runtime::register(m)?;
     sleep::register(m)?;
     gather::register(m)?;
     queue::register(m)?;

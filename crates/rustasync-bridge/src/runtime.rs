@@ -348,7 +348,7 @@ fn schedule_from_waker_thread(w: Arc<LoopWaker>) {
         || {
             let (tx, rx) = mpsc::channel::<Arc<LoopWaker>>();
             std::thread::Builder::new()
-                .name("rustasync-loop-waker".into())
+                .name("rustasync-bridge-waker".into())
                 .spawn(move || {
                     while let Ok(w) = rx.recv() {
                         Python::attach(|py| {
@@ -409,14 +409,33 @@ pub fn fork_generation() -> u64 {
 /// Run by `os.register_at_fork(after_in_child=...)`: the child has none of
 /// the parent's threads (tokio workers, the loop waker thread), so every
 /// per-process resource is re-created lazily on next use.
-#[pyfunction]
-fn _after_fork_in_child() {
+fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::AcqRel);
     // The parent's wakers: their sockets are shared with the parent and
     // their loops are the parent's. Closed here (attached: this is a hook
     // run by `os.fork()`), never reused.
     let old = CACHE.try_with(|c| c.try_borrow_mut().map(|mut c| std::mem::take(&mut *c)));
     drop(old);
+}
+
+/// Register the fork hook with `os.register_at_fork`, once per process
+/// (a forked child inherits the registration). Called on first use of the
+/// loop wakers and of the bridge: before that there is nothing to reset.
+pub fn ensure_fork_hook(py: Python<'_>) -> PyResult<()> {
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if REGISTERED.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    // Attached: no other thread can get here meanwhile.
+    REGISTERED.store(true, Ordering::Release);
+    let os = py.import("os")?;
+    if os.hasattr("register_at_fork")? {
+        let hook = PyCFunction::new_closure(py, None, None, |_args, _kw| after_fork_in_child())?;
+        let kw = pyo3::types::PyDict::new(py);
+        kw.set_item("after_in_child", hook)?;
+        os.call_method("register_at_fork", (), Some(&kw))?;
+    }
+    Ok(())
 }
 
 /// The tokio runtime Rust futures run on: multi-threaded, created on first
@@ -436,7 +455,7 @@ pub fn tokio_runtime() -> PyResult<&'static tokio::runtime::Runtime> {
         |s| s.generation,
         || match tokio::runtime::Builder::new_multi_thread()
             .enable_time()
-            .thread_name("rustasync-tokio")
+            .thread_name("rustasync-bridge-tokio")
             .build()
         {
             Ok(rt) => Some(Slot { generation, rt }),
@@ -498,6 +517,7 @@ pub fn loop_waker(py: Python<'_>, lp: &Bound<'_, PyAny>) -> PyResult<Arc<LoopWak
     if let Some(w) = found {
         return Ok(w);
     }
+    ensure_fork_hook(py)?;
     // A miss: forget the wakers of loops that are gone or closed, then make
     // one for this loop. Dropped outside the borrow.
     let stale: Vec<CacheEntry> = CACHE.with(|c| {
@@ -627,17 +647,4 @@ impl Wake for FutureWake {
         let w = self.waker.clone();
         w.push(self);
     }
-}
-
-/// Register the fork hook on the module's import.
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
-    let hook = wrap_pyfunction!(_after_fork_in_child, m)?;
-    let os = py.import("os")?;
-    if os.hasattr("register_at_fork")? {
-        let kw = pyo3::types::PyDict::new(py);
-        kw.set_item("after_in_child", hook)?;
-        os.call_method("register_at_fork", (), Some(&kw))?;
-    }
-    Ok(())
 }
