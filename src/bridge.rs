@@ -96,13 +96,12 @@ mod demo {
     }
 
     /// Awaitable whose Rust future awaits the Python awaitable `aw` (run on
-    /// the caller's loop, in the caller's contextvars context).
+    /// the caller's loop, in a copy of the caller's contextvars context).
     #[pyfunction]
     pub fn _rust_await(py: Python<'_>, aw: Py<PyAny>) -> PyResult<Bound<'_, PyAny>> {
         future_into_py(py, async move {
             tokio::task::yield_now().await;
-            let f =
-                Python::attach(|py| pyo3_async_runtimes::tokio::into_future(aw.into_bound(py)))?;
+            let f = Python::attach(|py| rustasync_bridge::into_future(aw.into_bound(py)))?;
             f.await
         })
     }

@@ -64,8 +64,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
 use pyo3::prelude::*;
-use pyo3::{ffi, IntoPyObjectExt};
-use pyo3_async_runtimes::TaskLocals;
+use pyo3::IntoPyObjectExt;
+
+use crate::locals::TaskLocals;
 
 use crate::panic::panic_to_pyerr;
 use crate::runtime::FutureWake;
@@ -116,8 +117,11 @@ fn noop_waker() -> &'static Waker {
 
 /// Turn `fut` into a Python awaitable; see the [module docs](self).
 ///
-/// Must be called with an asyncio loop running on this thread (raises
-/// `RuntimeError` otherwise, like `asyncio.get_running_loop()`).
+/// The future belongs to the current loop and context
+/// ([`get_current_locals`](crate::get_current_locals)): those of the
+/// bridged future being polled, else the loop running on this thread and
+/// a copy of the current context. Raises `RuntimeError` when there is
+/// neither, like `asyncio.get_running_loop()`.
 ///
 /// # Cancel safety
 /// Cancelling the awaiting task drops `fut` (the tokio task is aborted).
@@ -126,11 +130,26 @@ where
     F: Future<Output = PyResult<T>> + Send + 'static,
     T: for<'py> IntoPyObject<'py> + Send + 'static,
 {
-    let event_loop = crate::runtime::running_loop(py)?;
+    let locals = crate::locals::current_locals(py)?;
+    future_into_py_with_locals(py, locals, fut)
+}
+
+/// [`future_into_py`] with the loop and context of `locals`: inside `fut`,
+/// [`get_current_locals`](crate::get_current_locals) returns them.
+///
+/// # Cancel safety
+/// Cancelling the awaiting task drops `fut` (the tokio task is aborted).
+pub fn future_into_py_with_locals<F, T>(
+    py: Python<'_>,
+    locals: TaskLocals,
+    fut: F,
+) -> PyResult<Bound<'_, PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'py> IntoPyObject<'py> + Send + 'static,
+{
     crate::runtime::ensure_fork_hook(py)?;
-    let ctx = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? };
-    let locals = TaskLocals::new(event_loop).with_context(ctx);
-    let mut inner = Box::pin(pyo3_async_runtimes::tokio::scope(locals, fut));
+    let mut inner = Box::pin(crate::locals::scope(locals.clone(), fut));
     let mut guarded = poll_fn(move |cx: &mut Context<'_>| {
         match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
             Ok(Poll::Ready(r)) => Poll::Ready(convert(r)),
@@ -138,7 +157,7 @@ where
             Err(payload) => Poll::Ready(convert::<()>(Err(panic_to_pyerr(payload)))),
         }
     });
-    let rt = crate::runtime::tokio_runtime()?;
+    let rt = crate::runtime::handle()?;
     let shared = Arc::new(Shared::default());
     let abort = {
         let _entered = rt.enter();
@@ -152,6 +171,9 @@ where
                 None
             }
             Poll::Pending => {
+                // Still on the loop's thread: find its batcher now, for
+                // awaitables the future schedules later from tokio.
+                let _ = locals.waker(py);
                 let sh = shared.clone();
                 let task = rt.spawn(async move { sh.finish(guarded.await) });
                 Some(task.abort_handle())

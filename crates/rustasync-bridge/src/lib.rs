@@ -1,7 +1,8 @@
-//! Rust futures as asyncio awaitables, for PyO3 extensions.
+//! Rust futures as asyncio awaitables and back, for PyO3 extensions.
 //!
 //! [`future_into_py`] turns a Rust future into an object Python can `await`
-//! on any asyncio event loop (the stock loop or uvloop):
+//! on any asyncio event loop (the stock loop or uvloop); [`into_future`]
+//! turns a Python awaitable into a Rust future:
 //!
 //! ```no_run
 //! use pyo3::prelude::*;
@@ -13,6 +14,19 @@
 //!     rustasync_bridge::future_into_py(py, async move {
 //!         tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
 //!         Ok("done")
+//!     })
+//! }
+//!
+//! /// `await twice(f)` awaits `f()` from Rust, twice.
+//! #[pyfunction]
+//! fn twice(py: Python<'_>, f: Py<PyAny>) -> PyResult<Bound<'_, PyAny>> {
+//!     rustasync_bridge::future_into_py(py, async move {
+//!         let mut out = Vec::new();
+//!         for _ in 0..2 {
+//!             let task = Python::attach(|py| rustasync_bridge::into_future(f.bind(py).call0()?))?;
+//!             out.push(task.await?);
+//!         }
+//!         Ok(out)
 //!     })
 //! }
 //! ```
@@ -35,10 +49,28 @@
 //! converted to a Python object there, when the awaiting task resumes.
 //! A burst of N completions costs one wakeup, not N `call_soon_threadsafe`.
 //!
-//! **Cancellation.** Cancelling the awaiting task, or closing or dropping
-//! the awaitable (including its collection by the garbage collector, or a
-//! `wait_for` timeout) aborts the tokio task: the Rust future is dropped at
-//! its next suspension point. An output produced meanwhile is dropped.
+//! **Cancellation, Python side first.** Cancelling the awaiting task, or
+//! closing or dropping the awaitable (including its collection by the
+//! garbage collector, or a `wait_for` timeout) aborts the tokio task: the
+//! Rust future is dropped at its next suspension point. An output produced
+//! meanwhile is dropped.
+//!
+//! **The other direction.** [`into_future`] makes the awaitable a task on
+//! its loop (at once on the loop's thread; from another thread through the
+//! same batcher) and resolves with the task's result or exception.
+//! Dropping the Rust future cancels the task; cancelling the task resolves
+//! the Rust future with the `CancelledError`.
+//!
+//! **Contextvars.** [`future_into_py`] copies the caller's context and runs
+//! the future in a [`scope`] with it and the loop ([`TaskLocals`]); inside,
+//! on any thread, [`get_current_locals`] returns them. Awaitables the
+//! future schedules with [`into_future`] run in a copy of that context (as
+//! `asyncio.create_task` runs a coroutine in a copy of the current one),
+//! and futures it bridges in turn inherit it.
+//!
+//! **Which runtime.** The crate's own multi-threaded runtime, created on
+//! first use, or one the extension owns, given with
+//! [`runtime::init_with_handle`] (see there for what `fork()` does to it).
 //!
 //! **When the loop closes.** Nothing is ever scheduled on a closed loop.
 //! Closing the loop drops its reader, which marks the loop's waker dead; a
@@ -68,19 +100,35 @@
 //! # Modules
 //!
 //! * [`future`]: [`future_into_py`] and the awaitable it returns.
+//! * [`task`]: Python awaitables as Rust futures ([`into_future`]).
+//! * [`TaskLocals`], [`scope`], [`get_current_locals`]: the loop and
+//!   context a bridged future belongs to.
 //! * [`runtime`]: the tokio runtime, the per-loop wakeup batcher, fork
 //!   handling. Extensions can queue their own [`runtime::Completion`]s.
 //! * [`awaitable`]: the pieces of asyncio's awaitable protocol for writing
 //!   awaitables natively in Rust (cheap `StopIteration`, `am_send`).
 //! * [`panic_to_pyerr`]: a caught panic as a Python exception.
+//!
+//! # Features
+//!
+//! * `pyo3-async-runtimes`: bridged futures also run inside
+//!   `pyo3_async_runtimes::tokio::scope` with the same loop and context, so
+//!   code written for that crate (its `get_current_locals`, `into_future`,
+//!   `future_into_py`) keeps working inside them, and [`get_current_locals`]
+//!   finds that crate's locals too. An extension can switch call by call;
+//!   MIGRATION.md maps each call.
 
 pub mod awaitable;
 pub mod future;
+mod locals;
 mod panic;
 pub mod runtime;
+pub mod task;
 
-pub use future::{future_into_py, RustFuture};
+pub use future::{future_into_py, future_into_py_with_locals, RustFuture};
+pub use locals::{get_current_locals, scope, TaskLocals};
 pub use panic::panic_to_pyerr;
+pub use task::{into_future, into_future_with_locals, TaskFuture};
 
 /// The README's examples, compiled by `cargo test --doc`.
 #[cfg(doctest)]

@@ -438,9 +438,12 @@ pub fn ensure_fork_hook(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
-/// The tokio runtime Rust futures run on: multi-threaded, created on first
-/// use, and created again in a forked child (whose parent runtime has no
-/// threads).
+/// The crate's own tokio runtime: multi-threaded, with the time and I/O
+/// drivers, created on first use, and created again in a forked child
+/// (whose parent runtime has no threads).
+///
+/// Bridged futures run here unless the extension gave a runtime of its own
+/// to [`init_with_handle`]; [`handle`] says which one is in use.
 pub fn tokio_runtime() -> PyResult<&'static tokio::runtime::Runtime> {
     struct Slot {
         generation: u64,
@@ -454,7 +457,7 @@ pub fn tokio_runtime() -> PyResult<&'static tokio::runtime::Runtime> {
         generation,
         |s| s.generation,
         || match tokio::runtime::Builder::new_multi_thread()
-            .enable_time()
+            .enable_all()
             .thread_name("rustasync-bridge-tokio")
             .build()
         {
@@ -472,6 +475,64 @@ pub fn tokio_runtime() -> PyResult<&'static tokio::runtime::Runtime> {
             err.map(|e| e.to_string()).unwrap_or_default()
         ))),
     }
+}
+
+/// A runtime given by the extension, for the process it was given in.
+struct GivenHandle {
+    generation: u64,
+    handle: tokio::runtime::Handle,
+}
+
+static GIVEN: AtomicPtr<GivenHandle> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Run bridged futures on the runtime of `handle` (one the extension
+/// already owns) instead of the crate's own runtime, from now on.
+///
+/// Futures already spawned stay where they are. The runtime must keep
+/// running its tasks without anyone calling `block_on` (a multi-threaded
+/// runtime, or a current-thread runtime driven by a thread of its own).
+///
+/// # Fork
+///
+/// The handle is used only in the process that gave it. A forked child
+/// has none of the parent runtime's threads, so there the crate falls back
+/// to its own runtime, created on first use, unless the child gives a new
+/// handle (for instance from an `os.register_at_fork(after_in_child=...)`
+/// hook of the extension that makes a new runtime).
+///
+/// ```no_run
+/// static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+/// let rt = RUNTIME.get_or_init(|| {
+///     tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+/// });
+/// rustasync_bridge::runtime::init_with_handle(rt.handle().clone());
+/// ```
+pub fn init_with_handle(handle: tokio::runtime::Handle) {
+    let new = Box::into_raw(Box::new(GivenHandle {
+        generation: fork_generation(),
+        handle,
+    }));
+    // The previous one is leaked, not dropped: a reader may still hold it.
+    // Handles are small and given rarely.
+    GIVEN.swap(new, Ordering::AcqRel);
+}
+
+/// [`init_with_handle`] with the handle of a runtime that lives for the
+/// rest of the process.
+pub fn init_with_runtime(runtime: &'static tokio::runtime::Runtime) {
+    init_with_handle(runtime.handle().clone())
+}
+
+/// The runtime bridged futures are spawned on: the one given to
+/// [`init_with_handle`] in this process, else the crate's own
+/// ([`tokio_runtime`]).
+pub fn handle() -> PyResult<tokio::runtime::Handle> {
+    if let Some(g) = unsafe { GIVEN.load(Ordering::Acquire).as_ref() } {
+        if g.generation == fork_generation() {
+            return Ok(g.handle.clone());
+        }
+    }
+    Ok(tokio_runtime()?.handle().clone())
 }
 
 /// `asyncio.get_running_loop()`.
