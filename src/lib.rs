@@ -11,6 +11,8 @@ pub mod args;
 pub use rustasync_bridge::{awaitable, runtime};
 pub mod asyncq;
 pub mod bridge;
+#[cfg(feature = "test-hooks")]
+pub mod bridgehooks;
 pub mod channel;
 pub mod core;
 pub mod errors;
@@ -38,5 +40,7 @@ fn _rustasync(m: &Bound<'_, PyModule>) -> PyResult<()> {
     markers::register(m)?;
     #[cfg(feature = "test-hooks")]
     testhooks::register(m)?;
+    #[cfg(feature = "test-hooks")]
+    bridgehooks::register(m)?;
     Ok(())
 }
