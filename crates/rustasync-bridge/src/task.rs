@@ -127,12 +127,11 @@ impl Shared {
     /// Store the outcome and wake the Rust side; the task is let go
     /// (dropped with no lock held).
     fn resolve(&self, outcome: PyResult<Py<PyAny>>) {
-        let (task, waker) = {
+        let (old, task, waker) = {
             let mut s = self.lock();
-            s.outcome = Some(outcome);
-            (s.task.take(), s.waker.take())
+            (s.outcome.replace(outcome), s.task.take(), s.waker.take())
         };
-        drop(task);
+        drop((old, task));
         if let Some(w) = waker {
             w.wake();
         }
