@@ -52,8 +52,9 @@ demo: venv ## Build and run the main job: the tutorial's programs on both backen
 
 .PHONY: lint
 lint: venv ## rustfmt, clippy, ruff, the stub check, and the typing test (mypy --strict)
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p rustasync-bridge --all-targets -- -D warnings
 	$(PY) -m ruff check python tests benchmarks examples
 	$(PY) -m ruff format --check python tests benchmarks examples
 	cd tests && ../$(PY) -m mypy.stubtest rustasync._rustasync --allowlist ../python/rustasync/stubtest-allowlist.txt
@@ -61,7 +62,8 @@ lint: venv ## rustfmt, clippy, ruff, the stub check, and the typing test (mypy -
 
 .PHONY: test
 test: install lint ## Install, lint, cargo test, and pytest (all but the realtime and soak runs)
-	cargo test --no-default-features
+	cargo test --workspace --no-default-features
+	cargo test -p rustasync-bridge
 	$(PY) -m pytest -m "not realtime and not soak" $(PYTEST_ARGS)
 
 .PHONY: test-realtime

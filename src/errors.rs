@@ -8,19 +8,8 @@
 
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
-use std::any::Any;
 
-/// Turn a panic payload caught with `catch_unwind` into a `RustPanic` error.
-pub fn panic_to_pyerr(payload: Box<dyn Any + Send + 'static>) -> PyErr {
-    let msg = if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "Rust panic with a non-string payload".to_owned()
-    };
-    PanicException::new_err(msg)
-}
+pub use rustasync_bridge::panic_to_pyerr;
 
 /// Register the exception classes on the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -6,16 +6,19 @@
 use pyo3::prelude::*;
 
 pub mod args;
+// The awaitable core and the loop wakers live in the bridge crate; the rest
+// of the extension names them as before.
+pub use rustasync_bridge::{awaitable, runtime};
 pub mod asyncq;
-pub mod awaitable;
 pub mod bridge;
+#[cfg(feature = "test-hooks")]
+pub mod bridgehooks;
 pub mod channel;
 pub mod core;
 pub mod errors;
 pub mod gather;
 pub mod markers;
 pub mod queue;
-pub mod runtime;
 pub mod sleep;
 #[cfg(feature = "test-hooks")]
 pub mod testhooks;
@@ -28,7 +31,6 @@ pub mod timers;
 fn _rustasync(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
-    runtime::register(m)?;
     sleep::register(m)?;
     gather::register(m)?;
     queue::register(m)?;
@@ -38,5 +40,7 @@ fn _rustasync(m: &Bound<'_, PyModule>) -> PyResult<()> {
     markers::register(m)?;
     #[cfg(feature = "test-hooks")]
     testhooks::register(m)?;
+    #[cfg(feature = "test-hooks")]
+    bridgehooks::register(m)?;
     Ok(())
 }

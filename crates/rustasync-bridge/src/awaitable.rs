@@ -114,7 +114,7 @@ unsafe fn am_send_attached<T: Stepper>(
     }));
     let outcome = match outcome {
         Ok(r) => r,
-        Err(payload) => Err(crate::errors::panic_to_pyerr(payload)),
+        Err(payload) => Err(crate::panic::panic_to_pyerr(payload)),
     };
     match outcome {
         Ok(Step::Return(v)) => {

@@ -348,7 +348,7 @@ fn schedule_from_waker_thread(w: Arc<LoopWaker>) {
         || {
             let (tx, rx) = mpsc::channel::<Arc<LoopWaker>>();
             std::thread::Builder::new()
-                .name("rustasync-loop-waker".into())
+                .name("rustasync-bridge-waker".into())
                 .spawn(move || {
                     while let Ok(w) = rx.recv() {
                         Python::attach(|py| {
@@ -409,8 +409,7 @@ pub fn fork_generation() -> u64 {
 /// Run by `os.register_at_fork(after_in_child=...)`: the child has none of
 /// the parent's threads (tokio workers, the loop waker thread), so every
 /// per-process resource is re-created lazily on next use.
-#[pyfunction]
-fn _after_fork_in_child() {
+fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::AcqRel);
     // The parent's wakers: their sockets are shared with the parent and
     // their loops are the parent's. Closed here (attached: this is a hook
@@ -419,9 +418,32 @@ fn _after_fork_in_child() {
     drop(old);
 }
 
-/// The tokio runtime Rust futures run on: multi-threaded, created on first
-/// use, and created again in a forked child (whose parent runtime has no
-/// threads).
+/// Register the fork hook with `os.register_at_fork`, once per process
+/// (a forked child inherits the registration). Called on first use of the
+/// loop wakers and of the bridge: before that there is nothing to reset.
+pub fn ensure_fork_hook(py: Python<'_>) -> PyResult<()> {
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if REGISTERED.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    // Attached: no other thread can get here meanwhile.
+    REGISTERED.store(true, Ordering::Release);
+    let os = py.import("os")?;
+    if os.hasattr("register_at_fork")? {
+        let hook = PyCFunction::new_closure(py, None, None, |_args, _kw| after_fork_in_child())?;
+        let kw = pyo3::types::PyDict::new(py);
+        kw.set_item("after_in_child", hook)?;
+        os.call_method("register_at_fork", (), Some(&kw))?;
+    }
+    Ok(())
+}
+
+/// The crate's own tokio runtime: multi-threaded, with the time and I/O
+/// drivers, created on first use, and created again in a forked child
+/// (whose parent runtime has no threads).
+///
+/// Bridged futures run here unless the extension gave a runtime of its own
+/// to [`init_with_handle`]; [`handle`] says which one is in use.
 pub fn tokio_runtime() -> PyResult<&'static tokio::runtime::Runtime> {
     struct Slot {
         generation: u64,
@@ -435,8 +457,8 @@ pub fn tokio_runtime() -> PyResult<&'static tokio::runtime::Runtime> {
         generation,
         |s| s.generation,
         || match tokio::runtime::Builder::new_multi_thread()
-            .enable_time()
-            .thread_name("rustasync-tokio")
+            .enable_all()
+            .thread_name("rustasync-bridge-tokio")
             .build()
         {
             Ok(rt) => Some(Slot { generation, rt }),
@@ -453,6 +475,64 @@ pub fn tokio_runtime() -> PyResult<&'static tokio::runtime::Runtime> {
             err.map(|e| e.to_string()).unwrap_or_default()
         ))),
     }
+}
+
+/// A runtime given by the extension, for the process it was given in.
+struct GivenHandle {
+    generation: u64,
+    handle: tokio::runtime::Handle,
+}
+
+static GIVEN: AtomicPtr<GivenHandle> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Run bridged futures on the runtime of `handle` (one the extension
+/// already owns) instead of the crate's own runtime, from now on.
+///
+/// Futures already spawned stay where they are. The runtime must keep
+/// running its tasks without anyone calling `block_on` (a multi-threaded
+/// runtime, or a current-thread runtime driven by a thread of its own).
+///
+/// # Fork
+///
+/// The handle is used only in the process that gave it. A forked child
+/// has none of the parent runtime's threads, so there the crate falls back
+/// to its own runtime, created on first use, unless the child gives a new
+/// handle (for instance from an `os.register_at_fork(after_in_child=...)`
+/// hook of the extension that makes a new runtime).
+///
+/// ```no_run
+/// static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+/// let rt = RUNTIME.get_or_init(|| {
+///     tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+/// });
+/// rustasync_bridge::runtime::init_with_handle(rt.handle().clone());
+/// ```
+pub fn init_with_handle(handle: tokio::runtime::Handle) {
+    let new = Box::into_raw(Box::new(GivenHandle {
+        generation: fork_generation(),
+        handle,
+    }));
+    // The previous one is leaked, not dropped: a reader may still hold it.
+    // Handles are small and given rarely.
+    GIVEN.swap(new, Ordering::AcqRel);
+}
+
+/// [`init_with_handle`] with the handle of a runtime that lives for the
+/// rest of the process.
+pub fn init_with_runtime(runtime: &'static tokio::runtime::Runtime) {
+    init_with_handle(runtime.handle().clone())
+}
+
+/// The runtime bridged futures are spawned on: the one given to
+/// [`init_with_handle`] in this process, else the crate's own
+/// ([`tokio_runtime`]).
+pub fn handle() -> PyResult<tokio::runtime::Handle> {
+    if let Some(g) = unsafe { GIVEN.load(Ordering::Acquire).as_ref() } {
+        if g.generation == fork_generation() {
+            return Ok(g.handle.clone());
+        }
+    }
+    Ok(tokio_runtime()?.handle().clone())
 }
 
 /// `asyncio.get_running_loop()`.
@@ -498,6 +578,7 @@ pub fn loop_waker(py: Python<'_>, lp: &Bound<'_, PyAny>) -> PyResult<Arc<LoopWak
     if let Some(w) = found {
         return Ok(w);
     }
+    ensure_fork_hook(py)?;
     // A miss: forget the wakers of loops that are gone or closed, then make
     // one for this loop. Dropped outside the borrow.
     let stale: Vec<CacheEntry> = CACHE.with(|c| {
@@ -627,17 +708,4 @@ impl Wake for FutureWake {
         let w = self.waker.clone();
         w.push(self);
     }
-}
-
-/// Register the fork hook on the module's import.
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
-    let hook = wrap_pyfunction!(_after_fork_in_child, m)?;
-    let os = py.import("os")?;
-    if os.hasattr("register_at_fork")? {
-        let kw = pyo3::types::PyDict::new(py);
-        kw.set_item("after_in_child", hook)?;
-        os.call_method("register_at_fork", (), Some(&kw))?;
-    }
-    Ok(())
 }

@@ -1,0 +1,294 @@
+//! Python awaitables as Rust futures: a Python task seen from Rust.
+//!
+//! [`into_future`] schedules a Python awaitable as a task on its loop and
+//! returns a Rust future that resolves with the task's result:
+//!
+//! ```no_run
+//! use pyo3::prelude::*;
+//!
+//! /// `await call_twice(fn)` awaits `fn()` twice from Rust.
+//! #[pyfunction]
+//! fn call_twice(py: Python<'_>, f: Py<PyAny>) -> PyResult<Bound<'_, PyAny>> {
+//!     rustasync_bridge::future_into_py(py, async move {
+//!         for _ in 0..2 {
+//!             let task = Python::attach(|py| {
+//!                 rustasync_bridge::into_future(f.bind(py).call0()?)
+//!             })?;
+//!             task.await?;
+//!         }
+//!         Ok(())
+//!     })
+//! }
+//! ```
+//!
+//! # How it runs
+//!
+//! * The loop and context come from [`get_current_locals`]: those of the
+//!   bridged future being polled, else this thread's running loop and a
+//!   copy of the current context.
+//! * The awaitable becomes a task on its loop (`ensure_future`), run in a
+//!   copy of that context, as `asyncio.create_task` runs a coroutine in a
+//!   copy of the current one. Called on the loop's thread, the task is
+//!   created at once. From another thread the request goes through the
+//!   loop's wakeup batcher: one wakeup per burst of requests.
+//! * The task's done callback stores its outcome and wakes the Rust
+//!   future: the result, the exception it raised, or the `CancelledError`
+//!   it was cancelled with.
+//! * If the loop is closed before the task could be created, the Rust
+//!   future resolves with `RuntimeError`.
+//!
+//! # Cancel safety
+//!
+//! Dropping the Rust future before it resolved cancels the task (on the
+//! loop's thread, through the batcher). Cancelling the task from Python
+//! resolves the Rust future with the `CancelledError`.
+//!
+//! # Ownership
+//!
+//! The Rust future holds the task strongly, as an awaiting asyncio task
+//! holds the future it waits on: the task stays reachable while Rust waits
+//! for it, and is let go when it finishes or is cancelled.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyCFunction, PyDict};
+
+use crate::locals::{get_current_locals, TaskLocals};
+use crate::runtime::Completion;
+
+/// Schedule `awaitable` as a task on the current loop; see the
+/// [module docs](self).
+///
+/// Raises `RuntimeError` when there is no current loop (not inside a
+/// bridged future, and no loop running on this thread).
+///
+/// # Cancel safety
+/// Dropping the returned future cancels the task.
+pub fn into_future(awaitable: Bound<'_, PyAny>) -> PyResult<TaskFuture> {
+    let locals = get_current_locals(awaitable.py())?;
+    into_future_with_locals(&locals, awaitable)
+}
+
+/// [`into_future`] on the loop, and in (a copy of) the context, of `locals`.
+pub fn into_future_with_locals(
+    locals: &TaskLocals,
+    awaitable: Bound<'_, PyAny>,
+) -> PyResult<TaskFuture> {
+    let py = awaitable.py();
+    let shared = Arc::new(Shared::default());
+    let start = Arc::new(Start {
+        awaitable: Mutex::new(Some(awaitable.unbind())),
+        locals: locals.clone(),
+        shared: shared.clone(),
+    });
+    run_on_loop(py, locals, start);
+    Ok(TaskFuture {
+        shared,
+        locals: locals.clone(),
+        finished: false,
+    })
+}
+
+/// A Python task seen from Rust: resolves with its result, its exception,
+/// or the `CancelledError` it was cancelled with.
+///
+/// # Cancel safety
+/// Dropping it before it resolved cancels the task.
+pub struct TaskFuture {
+    shared: Arc<Shared>,
+    locals: TaskLocals,
+    finished: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    outcome: Option<PyResult<Py<PyAny>>>,
+    waker: Option<Waker>,
+    task: Option<Py<PyAny>>,
+    dropped: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Store the outcome and wake the Rust side; the task is let go
+    /// (dropped with no lock held).
+    fn resolve(&self, outcome: PyResult<Py<PyAny>>) {
+        let (old, task, waker) = {
+            let mut s = self.lock();
+            (s.outcome.replace(outcome), s.task.take(), s.waker.take())
+        };
+        drop((old, task));
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl Future for TaskFuture {
+    type Output = PyResult<Py<PyAny>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let old = {
+            let mut s = self.shared.lock();
+            if let Some(out) = s.outcome.take() {
+                drop(s);
+                self.finished = true;
+                return Poll::Ready(out);
+            }
+            match &s.waker {
+                Some(w) if w.will_wake(cx.waker()) => None,
+                _ => s.waker.replace(cx.waker().clone()),
+            }
+        };
+        drop(old);
+        Poll::Pending
+    }
+}
+
+impl Drop for TaskFuture {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let task = {
+            let mut s = self.shared.lock();
+            if s.outcome.is_some() {
+                return;
+            }
+            s.dropped = true;
+            s.task.take()
+        };
+        // Not created yet: `Start` sees `dropped` and cancels it.
+        if let Some(task) = task {
+            let cancel = Arc::new(Cancel(Mutex::new(Some(task))));
+            match self.locals.known_waker() {
+                Some(w) => w.push(cancel),
+                None => {
+                    let _ = Python::try_attach(|py| run_on_loop(py, &self.locals, cancel));
+                }
+            }
+        }
+    }
+}
+
+/// Create the task, on the loop's thread.
+struct Start {
+    awaitable: Mutex<Option<Py<PyAny>>>,
+    locals: TaskLocals,
+    shared: Arc<Shared>,
+}
+
+impl Completion for Start {
+    fn complete(self: Arc<Self>, py: Python<'_>) {
+        let Some(aw) = take(&self.awaitable) else {
+            return;
+        };
+        let task = match create_task(py, &self.locals, aw, &self.shared) {
+            Ok(t) => t,
+            Err(e) => return self.shared.resolve(Err(e)),
+        };
+        let cancel_now = {
+            let mut s = self.shared.lock();
+            if s.dropped {
+                true
+            } else {
+                s.task = Some(task.clone().unbind());
+                false
+            }
+        };
+        if cancel_now {
+            let _ = task.call_method0(pyo3::intern!(py, "cancel"));
+        }
+    }
+
+    fn abandon(self: Arc<Self>) {
+        self.shared.resolve(Err(PyRuntimeError::new_err(
+            "the event loop closed before the awaitable could be scheduled",
+        )));
+    }
+}
+
+/// `ensure_future(aw, loop=loop)` in a copy of the locals' context, with
+/// a done callback that resolves `shared`.
+fn create_task<'py>(
+    py: Python<'py>,
+    locals: &TaskLocals,
+    aw: Py<PyAny>,
+    shared: &Arc<Shared>,
+) -> PyResult<Bound<'py, PyAny>> {
+    static ENSURE_FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let ensure = ENSURE_FUTURE.import(py, "asyncio", "ensure_future")?;
+    let ctx = locals.context(py).call_method0(pyo3::intern!(py, "copy"))?;
+    let kw = PyDict::new(py);
+    kw.set_item("loop", locals.event_loop(py))?;
+    let task = ctx.call_method(pyo3::intern!(py, "run"), (ensure, aw), Some(&kw))?;
+    let sh = shared.clone();
+    let on_done = PyCFunction::new_closure(py, None, None, move |args, _kw| {
+        let outcome = args
+            .get_item(0)
+            .and_then(|t| t.call_method0(pyo3::intern!(args.py(), "result")))
+            .map(Bound::unbind);
+        sh.resolve(outcome);
+    })?;
+    task.call_method1(pyo3::intern!(py, "add_done_callback"), (on_done,))?;
+    Ok(task)
+}
+
+/// Cancel a task, on the loop's thread.
+struct Cancel(Mutex<Option<Py<PyAny>>>);
+
+impl Completion for Cancel {
+    fn complete(self: Arc<Self>, py: Python<'_>) {
+        if let Some(task) = take(&self.0) {
+            let _ = task.bind(py).call_method0(pyo3::intern!(py, "cancel"));
+        }
+    }
+}
+
+fn take<T>(m: &Mutex<Option<T>>) -> Option<T> {
+    m.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// Run `c` on the loop of `locals`: through its wakeup batcher when it is
+/// known, else (locals made off the loop's thread, e.g. from
+/// pyo3-async-runtimes' own) with one `call_soon_threadsafe`, never on a
+/// closed loop.
+fn run_on_loop(py: Python<'_>, locals: &TaskLocals, c: Arc<dyn Completion>) {
+    if let Some(w) = locals.waker(py) {
+        return w.push(c);
+    }
+    let lp = locals.event_loop(py);
+    let closed = lp
+        .call_method0(pyo3::intern!(py, "is_closed"))
+        .and_then(|v| v.is_truthy())
+        .unwrap_or(true);
+    if closed {
+        return c.abandon();
+    }
+    let once = Mutex::new(Some(c.clone()));
+    let cb = PyCFunction::new_closure(py, None, None, move |args, _kw| {
+        if let Some(c) = take(&once) {
+            c.complete(args.py());
+        }
+    });
+    let scheduled =
+        cb.and_then(|cb| lp.call_method1(pyo3::intern!(py, "call_soon_threadsafe"), (cb,)));
+    if scheduled.is_err() {
+        // Closed in between: the documented race.
+        c.abandon();
+    }
+}

@@ -1,0 +1,146 @@
+//! Entry points the tests of the bridge crate drive (Cargo feature
+//! `test-hooks`): Python awaitables awaited from Rust, the runtime a
+//! bridged future runs on, and pyo3-async-runtimes calls made inside
+//! bridged futures.
+
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::IntoPyObjectExt;
+use rustasync_bridge::{future_into_py, into_future};
+
+/// Await `aw` from Rust: resolves to `(True, result)`, to `(True, exc)` if
+/// it raised `exc` (a `CancelledError` included), or to `(False, None)` if
+/// `timeout` seconds passed first (the Rust future is then dropped).
+/// `early`: schedule `aw` at call time, on the loop's thread; otherwise
+/// from a tokio worker, after one trip through tokio.
+#[pyfunction]
+#[pyo3(signature = (aw, early = false, timeout = None))]
+fn _bridge_await(
+    py: Python<'_>,
+    aw: Py<PyAny>,
+    early: bool,
+    timeout: Option<f64>,
+) -> PyResult<Bound<'_, PyAny>> {
+    let timeout = timeout
+        .map(Duration::try_from_secs_f64)
+        .transpose()
+        .map_err(|_| PyValueError::new_err("timeout must be a non-negative number"))?;
+    let scheduled = if early {
+        Some(into_future(aw.clone_ref(py).into_bound(py))?)
+    } else {
+        None
+    };
+    future_into_py(py, async move {
+        let fut = match scheduled {
+            Some(f) => f,
+            None => {
+                tokio::task::yield_now().await;
+                Python::attach(|py| into_future(aw.into_bound(py)))?
+            }
+        };
+        let outcome = match timeout {
+            Some(d) => tokio::time::timeout(d, fut).await.ok(),
+            None => Some(fut.await),
+        };
+        Python::attach(|py| match outcome {
+            Some(Ok(v)) => (true, v).into_py_any(py),
+            Some(Err(e)) => (true, e.into_value(py)).into_py_any(py),
+            None => (false, py.None()).into_py_any(py),
+        })
+    })
+}
+
+/// The name of the tokio thread a bridged future runs on.
+#[pyfunction]
+fn _bridge_thread_name(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    future_into_py(py, async move {
+        tokio::task::yield_now().await;
+        Ok(std::thread::current().name().unwrap_or("").to_owned())
+    })
+}
+
+/// Run bridged futures from now on on a runtime of the extension's own,
+/// whose threads are called `name`.
+#[pyfunction]
+fn _bridge_use_own_runtime(name: String) -> PyResult<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name(name)
+        .build()
+        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+    rustasync_bridge::runtime::init_with_runtime(Box::leak(Box::new(rt)));
+    Ok(())
+}
+
+/// Inside a bridged future on a tokio worker: pyo3-async-runtimes'
+/// `get_current_locals`, as `(event_loop, context)`.
+#[pyfunction]
+fn _bridge_pyo3_async_runtimes_locals(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    future_into_py(py, async move {
+        tokio::task::yield_now().await;
+        Python::attach(|py| {
+            let l = pyo3_async_runtimes::tokio::get_current_locals(py)?;
+            (l.event_loop(py), l.context(py)).into_py_any(py)
+        })
+    })
+}
+
+/// Inside a bridged future on a tokio worker: await `aw` through
+/// pyo3-async-runtimes' `into_future`.
+#[pyfunction]
+fn _bridge_await_pyo3_async_runtimes(py: Python<'_>, aw: Py<PyAny>) -> PyResult<Bound<'_, PyAny>> {
+    future_into_py(py, async move {
+        tokio::task::yield_now().await;
+        let f = Python::attach(|py| pyo3_async_runtimes::tokio::into_future(aw.into_bound(py)))?;
+        f.await
+    })
+}
+
+/// Inside a bridged future on a tokio worker: make an awaitable with
+/// pyo3-async-runtimes' `future_into_py` (resolving to `value` after a
+/// trip through tokio) and await it through this crate's `into_future`.
+#[pyfunction]
+fn _bridge_nested_pyo3_async_runtimes(
+    py: Python<'_>,
+    value: Py<PyAny>,
+) -> PyResult<Bound<'_, PyAny>> {
+    future_into_py(py, async move {
+        tokio::task::yield_now().await;
+        let f = Python::attach(|py| {
+            let aw = pyo3_async_runtimes::tokio::future_into_py(py, async move {
+                tokio::task::yield_now().await;
+                Ok(value)
+            })?;
+            into_future(aw)
+        })?;
+        f.await
+    })
+}
+
+/// Inside a future run by pyo3-async-runtimes' `future_into_py`: await `aw`
+/// through this crate's `into_future` (which finds that crate's locals).
+#[pyfunction]
+fn _bridge_await_from_pyo3_async_runtimes(
+    py: Python<'_>,
+    aw: Py<PyAny>,
+) -> PyResult<Bound<'_, PyAny>> {
+    pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        tokio::task::yield_now().await;
+        let f = Python::attach(|py| into_future(aw.into_bound(py)))?;
+        f.await
+    })
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_bridge_await, m)?)?;
+    m.add_function(wrap_pyfunction!(_bridge_thread_name, m)?)?;
+    m.add_function(wrap_pyfunction!(_bridge_use_own_runtime, m)?)?;
+    m.add_function(wrap_pyfunction!(_bridge_pyo3_async_runtimes_locals, m)?)?;
+    m.add_function(wrap_pyfunction!(_bridge_await_pyo3_async_runtimes, m)?)?;
+    m.add_function(wrap_pyfunction!(_bridge_nested_pyo3_async_runtimes, m)?)?;
+    m.add_function(wrap_pyfunction!(_bridge_await_from_pyo3_async_runtimes, m)?)?;
+    Ok(())
+}

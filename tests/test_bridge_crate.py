@@ -1,0 +1,261 @@
+"""The rustasync-bridge crate: Python awaitables awaited from Rust
+(`into_future`), contextvars across the bridge, running on a runtime the
+extension owns, and pyo3-async-runtimes calls inside bridged futures."""
+
+import asyncio
+import contextvars
+import subprocess
+import sys
+
+import pytest
+
+from rustasync import _rustasync as _ra
+
+pytestmark = pytest.mark.skipif(
+    not getattr(_ra, "_test_hooks", False), reason="needs the test-hooks build (make install)"
+)
+
+var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+
+async def wait_until(cond, timeout=2.0):
+    """Let the loop run until `cond()` holds (wakeups cross threads)."""
+    for _ in range(int(timeout / 0.005)):
+        if cond():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition never held")
+
+
+# -- into_future: values and errors, scheduled on and off the loop's thread --
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_into_future_result_and_exception(run, early):
+    async def value():
+        await asyncio.sleep(0)
+        return "v"
+
+    async def fails():
+        await asyncio.sleep(0)
+        raise KeyError("k")
+
+    async def main():
+        assert await _ra._bridge_await(value(), early=early) == (True, "v")
+        done, exc = await _ra._bridge_await(fails(), early=early)
+        assert done and isinstance(exc, KeyError)
+        fut = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.01, fut.set_result, 5)
+        assert await _ra._bridge_await(fut, early=early) == (True, 5)
+        assert await _ra._rust_await(value()) == "v"
+
+    run(main())
+
+
+def test_many_awaitables_from_tokio_at_once(run):
+    """Thousands of awaitables scheduled from tokio workers (batched)."""
+
+    async def double(i):
+        await asyncio.sleep(0)
+        return 2 * i
+
+    async def main():
+        got = await asyncio.gather(*(_ra._rust_await(double(i)) for i in range(2000)))
+        assert got == [2 * i for i in range(2000)]
+
+    run(main())
+
+
+def test_not_an_awaitable_raises_from_the_rust_future(run):
+    async def main():
+        done, exc = await _ra._bridge_await(42)
+        assert done and isinstance(exc, TypeError)
+
+    run(main())
+
+
+# -- cancellation in each direction --
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_dropping_the_rust_future_cancels_the_task(run, early):
+    seen = []
+
+    async def forever():
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def main():
+        assert await _ra._bridge_await(forever(), early=early, timeout=0.05) == (False, None)
+        await wait_until(lambda: seen)
+        assert seen == ["cancelled"]
+
+    run(main())
+
+
+def test_cancelling_the_awaiting_task_cancels_the_task_awaited_from_rust(run):
+    """Python cancels the outer await -> the Rust future is aborted -> the
+    task it was awaiting is cancelled."""
+    seen = []
+
+    async def forever():
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def main():
+        t = asyncio.create_task(_ra._rust_await(forever()))
+        await wait_until(lambda: len(asyncio.all_tasks()) >= 3)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        await wait_until(lambda: seen)
+
+    run(main())
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_cancelling_the_python_side_resolves_the_rust_future(run, early):
+    async def cancels_itself():
+        asyncio.current_task().cancel("by itself")
+        await asyncio.sleep(1)
+
+    async def main():
+        done, exc = await _ra._bridge_await(cancels_itself(), early=early)
+        assert done and isinstance(exc, asyncio.CancelledError)
+        fut = asyncio.get_running_loop().create_future()
+        t = asyncio.create_task(_ra._bridge_await(fut, early=early))
+        await asyncio.sleep(0.01)
+        fut.cancel()
+        done, exc = await t
+        assert done and isinstance(exc, asyncio.CancelledError)
+
+    run(main())
+
+
+# -- contextvars --
+
+
+def test_awaitables_run_in_a_copy_of_the_callers_context(run):
+    async def inner():
+        seen = var.get()
+        var.set("changed by inner")
+        return seen
+
+    async def main():
+        var.set("outer")
+        assert await _ra._rust_await(inner()) == "outer"
+        # A copy, as for asyncio.create_task: the caller's value is kept.
+        assert var.get() == "outer"
+        assert await _ra._bridge_await(inner(), early=True) == (True, "outer")
+        assert var.get() == "outer"
+
+    run(main())
+
+
+def test_context_carried_through_nested_bridges(run):
+    """Python -> Rust -> Python -> Rust -> Python: each level sees the value
+    set before it."""
+
+    async def innermost():
+        return var.get()
+
+    async def middle():
+        assert var.get() == "top"
+        var.set("middle")
+        return await _ra._rust_await(innermost())
+
+    async def main():
+        var.set("top")
+        assert await _ra._rust_await(middle()) == "middle"
+        assert var.get() == "top"
+
+    run(main())
+
+
+# -- interop with pyo3-async-runtimes --
+
+
+def test_pyo3_async_runtimes_locals_inside_a_bridged_future(run):
+    async def main():
+        var.set("seen")
+        lp, ctx = await _ra._bridge_pyo3_async_runtimes_locals()
+        assert lp is asyncio.get_running_loop()
+        assert ctx[var] == "seen"
+
+    run(main())
+
+
+def test_pyo3_async_runtimes_into_future_inside_a_bridged_future(run):
+    async def inner():
+        await asyncio.sleep(0)
+        return var.get()
+
+    async def main():
+        var.set("ctx")
+        assert await _ra._bridge_await_pyo3_async_runtimes(inner()) == "ctx"
+
+    run(main())
+
+
+def test_pyo3_async_runtimes_future_into_py_inside_a_bridged_future(run):
+    async def main():
+        assert await _ra._bridge_nested_pyo3_async_runtimes("n") == "n"
+
+    run(main())
+
+
+def test_into_future_inside_a_pyo3_async_runtimes_future(run):
+    async def inner():
+        await asyncio.sleep(0)
+        return var.get()
+
+    async def main():
+        var.set("theirs")
+        assert await _ra._bridge_await_from_pyo3_async_runtimes(inner()) == "theirs"
+
+    run(main())
+
+
+# -- the runtime: the crate's own, or one the extension owns --
+
+RUNTIME_SCRIPT = """
+import asyncio, os, sys
+from rustasync import _rustasync as m
+
+async def name():
+    return await m._bridge_thread_name()
+
+async def awaited_from_rust():
+    return await m._rust_await(asyncio.sleep(0.001, "slept"))
+
+assert asyncio.run(name()).startswith("rustasync-bridge-tokio"), asyncio.run(name())
+m._bridge_use_own_runtime("ext-owned")
+assert asyncio.run(name()) == "ext-owned", asyncio.run(name())
+assert asyncio.run(awaited_from_rust()) == "slept"
+if hasattr(os, "fork"):
+    pid = os.fork()
+    if pid == 0:
+        # The parent's runtime has no threads here: the crate's own is used.
+        ok = asyncio.run(name()).startswith("rustasync-bridge-tokio")
+        os._exit(0 if ok else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    assert asyncio.run(name()) == "ext-owned"
+print("ok")
+"""
+
+
+def test_runtime_handle_given_by_the_extension_and_after_fork():
+    p = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", RUNTIME_SCRIPT],
+        capture_output=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr.decode()[-2000:]
+    assert p.stdout.decode().strip() == "ok"
