@@ -84,9 +84,17 @@ test-wheel: install ## Build a manylinux wheel, install it in a fresh venv, run 
 	$(PY) -m pytest -m wheel -p no:cacheprovider $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: install ## Benchmarks, side by side with stock asyncio (stock loop and uvloop)
+bench: install ## Benchmarks, side by side with stock asyncio (stock loop, uvloop, rloop)
 	$(PIP) install --quiet '.[bench]'
-	$(PY) -m rustasync bench --loops asyncio uvloop
+	$(PY) -m rustasync bench --loops asyncio uvloop rloop
+
+# One venv per Python under .venv-bench/, each with a release wheel built for
+# it (incremental: one cargo target directory per Python) and the loops and
+# peers that install there. BENCH_ARGS=--quick for a short run.
+BENCH_ARGS ?=
+.PHONY: bench-matrix
+bench-matrix: install ## The matrix (loops x peers) on every CPython 3.11+ found (PATH, pyenv): a table per Python
+	$(PY) -m rustasync bench --pythons all --loops asyncio uvloop rloop --json bench-matrix.json $(BENCH_ARGS)
 
 .PHONY: clean
 clean: ## Remove the venv, the Rust build (target/) and the caches
