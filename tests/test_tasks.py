@@ -89,6 +89,11 @@ def test_eager_children(run) -> None:
     """With `asyncio.eager_task_factory`, children run to their first
     suspension inside gather(); those that finish there are done before it
     returns."""
+    refused = run(_eager_factory_refused())
+    if refused:
+        # Seen: uvloop 0.23 on Python 3.13.0 passes eager_start= to the task
+        # factory, which that Python's asyncio.eager_task_factory refuses.
+        pytest.skip(f"this loop's create_task and asyncio.eager_task_factory do not fit: {refused}")
 
     async def body(impl: types.SimpleNamespace) -> Any:
         order: list[str] = []
@@ -119,6 +124,22 @@ def test_eager_children(run) -> None:
     assert stock[0] == [1, 2, 3] and stock[1] == [4, 5]
     assert stock[2][:4] == ["quick 1", "slow 2 starts", "quick 3", "gather returned"]
     assert rust == stock
+
+
+async def _eager_factory_refused() -> str | None:
+    """The TypeError the running loop's create_task gives with asyncio's
+    eager task factory, if any (stock asyncio code alike)."""
+    loop = asyncio.get_running_loop()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    coro = asyncio.sleep(0)
+    try:
+        await loop.create_task(coro)
+    except TypeError as e:
+        coro.close()
+        return str(e)
+    finally:
+        loop.set_task_factory(None)
+    return None
 
 
 def _shape(graph: Any) -> tuple[Any, ...]:
