@@ -41,6 +41,13 @@ def _rustasync(maxsize):
     return rustasync.Queue(maxsize)
 
 
+def _served(maxsize):
+    # What `asyncio.Queue(maxsize)` makes under rustasync.install().
+    from rustasync._install import served_queue_class
+
+    return served_queue_class(rustasync.Queue, asyncio.queues.Queue)(maxsize)
+
+
 def _janus(maxsize):
     import janus
 
@@ -61,7 +68,7 @@ def _aiologic(maxsize):
 
 
 def implementations() -> dict:
-    impls = {"asyncio": _asyncio, "rustasync": _rustasync}
+    impls = {"asyncio": _asyncio, "rustasync": _rustasync, "install()": _served}
     for name, fn in (("janus", _janus), ("culsans", _culsans), ("aiologic", _aiologic)):
         try:
             __import__(name)
