@@ -177,3 +177,55 @@ def test_call_graph_of_a_child_shows_the_task_awaiting_the_gather(run) -> None:
     assert [g[0] for g in stock] == ["Task-N", "leaf"]
     assert all([a[0] for a in g[2]] == ["parent"] for g in stock)
     assert rust == stock
+
+
+_RECORDING_CALL_GRAPH = """
+import asyncio, asyncio.futures, json, sys
+calls = []
+# Stand-ins for Python 3.14's bookkeeping, installed before gather first runs.
+asyncio.futures.future_add_to_awaited_by = lambda f, t: calls.append(("add", f.get_name(), t.get_name()))
+asyncio.futures.future_discard_from_awaited_by = lambda f, t: calls.append(("discard", f.get_name(), t.get_name()))
+import rustasync
+
+async def parent():
+    a = asyncio.create_task(asyncio.sleep(0, 1), name="a")
+    b = asyncio.create_task(asyncio.sleep(0.01, 2), name="b")
+    return await rustasync.gather(a, b, a)
+
+async def main():
+    out = await asyncio.create_task(parent(), name="parent")
+    calls.append(("outside", await rustasync.gather(asyncio.create_task(asyncio.sleep(0), name="c"))))
+    return out
+
+print(json.dumps([asyncio.run(main()), calls]))
+"""
+
+
+@pytest.mark.skipif(
+    sys.version_info >= (3, 14), reason="Python 3.14+ runs the real bookkeeping (test above)"
+)
+def test_children_are_recorded_as_awaited_by_the_calling_task() -> None:
+    """What 3.14's gather records, checked here with stand-in functions: each
+    child not done yet, once, as awaited by the calling task, and forgotten
+    when it is done; a child made outside any task is not recorded."""
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", _RECORDING_CALL_GRAPH],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    result, calls = json.loads(out.stdout)
+    assert result == [1, 2, 1]
+    assert calls == [
+        ["add", "a", "parent"],
+        ["add", "b", "parent"],
+        ["discard", "a", "parent"],
+        ["discard", "b", "parent"],
+        ["add", "c", "Task-1"],
+        ["discard", "c", "Task-1"],
+        ["outside", [None]],
+    ]
