@@ -9,6 +9,8 @@ pub mod args;
 pub mod asyncq;
 pub mod awaitable;
 pub mod bridge;
+#[cfg(feature = "nats")]
+pub mod broker;
 pub mod channel;
 pub mod core;
 pub mod errors;
@@ -34,6 +36,8 @@ fn _rustasync(m: &Bound<'_, PyModule>) -> PyResult<()> {
     queue::register(m)?;
     channel::register(m)?;
     bridge::register(m)?;
+    #[cfg(feature = "nats")]
+    broker::register(m)?;
     asyncq::register(m)?;
     markers::register(m)?;
     #[cfg(feature = "test-hooks")]
