@@ -13,6 +13,7 @@ import pytest
 from hypothesis import settings
 
 import rustasync
+from natsserver import nats_cluster, nats_server, own_nats_server  # noqa: F401 (fixtures)
 
 try:
     import uvloop

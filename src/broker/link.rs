@@ -210,11 +210,13 @@ impl Link {
             return false;
         }
         self.buffer.close();
-        for d in self.buffer.take_all() {
-            let _ = self.acks.send(AckCmd::Nak(d.reply));
+        if self.pulling.swap(true, Ordering::AcqRel) {
+            // The puller hands the buffer back once it has stopped pulling.
+            self.shutdown.notify_waiters();
+            self.shutdown.notify_one();
+        } else {
+            super::pull::hand_back(self);
         }
-        self.shutdown.notify_waiters();
-        self.shutdown.notify_one();
         true
     }
 
@@ -265,12 +267,18 @@ impl Link {
             if let Some(id) = id {
                 msg = msg.message_id(id);
             }
-            let fut = self
-                .js
-                .send_publish(self.opts.subject.clone(), msg)
-                .await
-                .map_err(|e| (acked, publish_error(e, &self.opts)))?;
-            waiting.push_back((fut, permit));
+            match self.js.send_publish(self.opts.subject.clone(), msg).await {
+                Ok(fut) => waiting.push_back((fut, permit)),
+                Err(e) => {
+                    // What is already on its way counts: `sent` is then
+                    // exactly the prefix stored before this item.
+                    for (fut, _p) in waiting.drain(..) {
+                        finish_ack(fut, &self.opts).await.map_err(|e| (acked, e))?;
+                        acked += 1;
+                    }
+                    return Err((acked, publish_error(e, &self.opts)));
+                }
+            }
         }
         while let Some((fut, _p)) = waiting.pop_front() {
             finish_ack(fut, &self.opts).await.map_err(|e| (acked, e))?;

@@ -62,6 +62,11 @@ pyo3::create_exception!(
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<PyNatsChannel>()?;
+    // Awaitable-returning methods answer `iscoroutinefunction` as async defs.
+    crate::markers::mark_methods(
+        &py.get_type::<PyNatsChannel>(),
+        &["send", "send_many", "recv", "recv_many", "wait_closed"],
+    )?;
     m.add("BrokerError", py.get_type::<BrokerError>())?;
     m.add(
         "BrokerConnectionError",

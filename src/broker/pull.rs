@@ -59,6 +59,21 @@ pub async fn run_acker(client: async_nats::Client, mut rx: mpsc::UnboundedReceiv
 /// closed. Errors (server restarts, leader changes, a consumer deleted
 /// under us) are retried with a growing pause; receivers just wait.
 pub async fn run_puller(link: Arc<Link>) {
+    pull_until_closed(&link).await;
+    // The pull subscription is gone (its unsubscribe is on the wire ahead
+    // of these naks), so the server hands the items to other consumers,
+    // not back to this one.
+    hand_back(&link);
+}
+
+/// Nak everything buffered: the server redelivers it at once.
+pub fn hand_back(link: &Link) {
+    for d in link.buffer.take_all() {
+        let _ = link.acks.send(AckCmd::Nak(d.reply));
+    }
+}
+
+async fn pull_until_closed(link: &Link) {
     let mut pause = Duration::from_millis(20);
     let batch = link.opts.prefetch.max(1);
     while !link.is_closed() {
@@ -73,7 +88,7 @@ pub async fn run_puller(link: Arc<Link>) {
             r = started => match r {
                 Ok(m) => m,
                 Err(_) => {
-                    backoff(&link, &mut pause).await;
+                    backoff(link, &mut pause).await;
                     continue;
                 }
             },
@@ -95,6 +110,7 @@ pub async fn run_puller(link: Arc<Link>) {
                         reply,
                     };
                     if let Err(crate::core::Closed(d)) = link.buffer.send(d).await {
+                        drop(messages);
                         let _ = link.acks.send(AckCmd::Nak(d.reply));
                         return;
                     }
@@ -103,7 +119,7 @@ pub async fn run_puller(link: Arc<Link>) {
                 Some(Err(_)) | None => break,
             }
         }
-        backoff(&link, &mut pause).await;
+        backoff(link, &mut pause).await;
     }
 }
 
