@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
+use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{ConnectErrorKind, ServerAddr, Subject};
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
@@ -148,7 +149,7 @@ impl Link {
                 jetstream::context::GetStreamErrorKind::Request => {
                     return Err(Error::Timeout(format!(
                         "no JetStream reply from {names} for stream {:?} \
-                         (is the server started with -js?): {e}",
+                         (JetStream disabled, or a cluster still electing its leader): {e}",
                         opts.stream
                     )))
                 }
@@ -237,7 +238,7 @@ impl Link {
         items: Vec<(Bytes, Option<String>)>,
     ) -> Result<usize, (usize, Error)> {
         let mut acked = 0usize;
-        let mut waiting: VecDeque<(_, tokio::sync::OwnedSemaphorePermit)> = VecDeque::new();
+        let mut waiting: VecDeque<InFlight> = VecDeque::new();
         for (payload, id) in items {
             if self.is_closed() {
                 return Err((acked, Error::Closed));
@@ -248,8 +249,8 @@ impl Link {
                 match self.inflight.clone().try_acquire_owned() {
                     Ok(p) => break p,
                     Err(_) => match waiting.pop_front() {
-                        Some((fut, _p)) => {
-                            finish_ack(fut, &self.opts).await.map_err(|e| (acked, e))?;
+                        Some(f) => {
+                            self.finish(f).await.map_err(|e| (acked, e))?;
                             acked += 1;
                         }
                         None => {
@@ -263,36 +264,79 @@ impl Link {
                     },
                 }
             };
-            let mut msg = jetstream::message::PublishMessage::build().payload(payload);
-            if let Some(id) = id {
-                msg = msg.message_id(id);
-            }
-            match self.js.send_publish(self.opts.subject.clone(), msg).await {
-                Ok(fut) => waiting.push_back((fut, permit)),
+            match self.send_one(&payload, &id).await {
+                Ok(ack) => waiting.push_back(InFlight {
+                    ack,
+                    payload,
+                    id,
+                    _permit: permit,
+                }),
                 Err(e) => {
                     // What is already on its way counts: `sent` is then
                     // exactly the prefix stored before this item.
-                    for (fut, _p) in waiting.drain(..) {
-                        finish_ack(fut, &self.opts).await.map_err(|e| (acked, e))?;
+                    for f in waiting.drain(..) {
+                        self.finish(f).await.map_err(|e| (acked, e))?;
                         acked += 1;
                     }
                     return Err((acked, publish_error(e, &self.opts)));
                 }
             }
         }
-        while let Some((fut, _p)) = waiting.pop_front() {
-            finish_ack(fut, &self.opts).await.map_err(|e| (acked, e))?;
+        while let Some(f) = waiting.pop_front() {
+            self.finish(f).await.map_err(|e| (acked, e))?;
             acked += 1;
         }
         Ok(acked)
     }
+
+    async fn send_one(
+        &self,
+        payload: &Bytes,
+        id: &Option<String>,
+    ) -> Result<PublishAckFuture, PublishError> {
+        let mut msg = jetstream::message::PublishMessage::build().payload(payload.clone());
+        if let Some(id) = id {
+            msg = msg.message_id(id);
+        }
+        self.js.send_publish(self.opts.subject.clone(), msg).await
+    }
+
+    /// Wait for one ack. "No responders" (no stream leader: a cluster is
+    /// electing one after losing a node) is retried every 250 ms for up to
+    /// `timeout`, as the official clients do.
+    async fn finish(&self, f: InFlight) -> Result<(), Error> {
+        let InFlight {
+            mut ack,
+            payload,
+            id,
+            _permit,
+        } = f;
+        let give_up = tokio::time::Instant::now() + self.opts.timeout;
+        loop {
+            match ack.await {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.kind() == PublishErrorKind::StreamNotFound
+                        && tokio::time::Instant::now() < give_up =>
+                {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    ack = self
+                        .send_one(&payload, &id)
+                        .await
+                        .map_err(|e| publish_error(e, &self.opts))?;
+                }
+                Err(e) => return Err(publish_error(e, &self.opts)),
+            }
+        }
+    }
 }
 
-async fn finish_ack(
-    fut: jetstream::context::PublishAckFuture,
-    opts: &Options,
-) -> Result<(), Error> {
-    fut.await.map(|_| ()).map_err(|e| publish_error(e, opts))
+/// A publish waiting for its ack, with what is needed to send it again.
+struct InFlight {
+    ack: PublishAckFuture,
+    payload: Bytes,
+    id: Option<String>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 fn publish_error(e: jetstream::context::PublishError, opts: &Options) -> Error {

@@ -12,6 +12,11 @@ use tokio::sync::mpsc;
 
 use super::link::Link;
 
+/// How often the server shows a pull request is alive while it has nothing
+/// to deliver; two missed in a row start a new pull request, so a receiver
+/// waits about this long twice after a node or a leader is lost.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
 /// One message pulled from the consumer and not yet acknowledged.
 pub struct Delivery {
     pub payload: Bytes,
@@ -81,8 +86,8 @@ async fn pull_until_closed(link: &Link) {
             .consumer
             .stream()
             .max_messages_per_batch(batch)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
+            .heartbeat(HEARTBEAT)
+            .expires(HEARTBEAT * 10)
             .messages();
         let mut messages = tokio::select! {
             r = started => match r {
@@ -115,7 +120,12 @@ async fn pull_until_closed(link: &Link) {
                         return;
                     }
                 }
-                Some(Err(e)) if e.kind() == MessagesErrorKind::MissingHeartbeat => continue,
+                // Missed heartbeats mean the pull request is gone (a node or
+                // the consumer's leader died): start a new one at once.
+                Some(Err(e)) if e.kind() == MessagesErrorKind::MissingHeartbeat => {
+                    pause = Duration::from_millis(20);
+                    break;
+                }
                 Some(Err(_)) | None => break,
             }
         }
