@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from hypothesis import settings
+from natsserver import nats_cluster, nats_server, own_nats_server  # noqa: F401 (fixtures)
 
 import rustasync
-from natsserver import nats_cluster, nats_server, own_nats_server  # noqa: F401 (fixtures)
 
 try:
     import uvloop

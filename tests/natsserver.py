@@ -80,7 +80,12 @@ class NatsServer:
             conf.write_text(f"max_payload: {self.max_payload}\n")
             a += ["-c", str(conf)]
         if self.cluster_port:
-            a += ["--cluster_name", "rustasync", "--cluster", f"nats://127.0.0.1:{self.cluster_port}"]
+            a += [
+                "--cluster_name",
+                "rustasync",
+                "--cluster",
+                f"nats://127.0.0.1:{self.cluster_port}",
+            ]
             a += ["--routes", ",".join(f"nats://127.0.0.1:{p}" for p in self.routes)]
         return a
 

@@ -139,7 +139,6 @@ async def ra_consume(
 
 
 async def _py_js(url: str, stream: str, storage: str) -> tuple[Any, Any]:
-    import nats
     from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
     nc = await nats.connect(url)
