@@ -224,8 +224,10 @@ impl Link {
     /// Start the puller on the first receive.
     pub fn ensure_pulling(self: &Arc<Self>) {
         if !self.pulling.swap(true, Ordering::AcqRel) {
-            if let Ok(rt) = super::rt::io_runtime() {
-                rt.spawn(super::pull::run_puller(self.clone()));
+            match super::rt::io_runtime() {
+                Ok(rt) => drop(rt.spawn(super::pull::run_puller(self.clone()))),
+                // No runtime, no puller: the next receive tries again.
+                Err(_) => self.pulling.store(false, Ordering::Release),
             }
         }
     }

@@ -55,13 +55,33 @@ pub fn to_pyerr(e: Error) -> PyErr {
     }
 }
 
-/// The error of a batch send, with how many items were acknowledged.
-fn with_sent(e: Error, sent: usize) -> PyErr {
+/// The error of a batch send, with how many items were acknowledged as
+/// its `sent` attribute. Needs the interpreter: call it on a Python thread.
+fn with_sent(py: Python<'_>, e: Error, sent: usize) -> PyErr {
     let err = to_pyerr(e);
-    Python::attach(|py| {
-        let _ = err.value(py).setattr("sent", sent);
-    });
+    let _ = err.value(py).setattr("sent", sent);
     err
+}
+
+/// What a send resolves to, raised or returned on the loop thread when the
+/// awaiting task resumes (tokio workers never touch the interpreter).
+struct SendOutcome {
+    result: Result<usize, (usize, Error)>,
+    count: bool,
+}
+
+impl<'py> IntoPyObject<'py> for SendOutcome {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self.result {
+            Ok(n) if self.count => Ok(n.into_pyobject(py)?.into_any()),
+            Ok(_) => Ok(py.None().into_bound(py)),
+            Err((sent, e)) => Err(with_sent(py, e, sent)),
+        }
+    }
 }
 
 impl PyNatsChannel {
@@ -151,16 +171,12 @@ impl PyNatsChannel {
         count: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         if self.link.is_closed() {
-            return Err(with_sent(Error::Closed, 0));
+            return Err(with_sent(py, Error::Closed, 0));
         }
         let link = self.link.clone();
         future_into_py(py, async move {
-            let l = link.clone();
-            match super::rt::on_io(async move { l.publish(payloads).await }).await? {
-                Ok(n) if count => Ok(Some(n)),
-                Ok(_) => Ok(None),
-                Err((sent, e)) => Err(with_sent(e, sent)),
-            }
+            let result = super::rt::on_io(async move { link.publish(payloads).await }).await?;
+            Ok(SendOutcome { result, count })
         })
     }
 
@@ -171,13 +187,13 @@ impl PyNatsChannel {
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
         if self.link.is_closed() {
-            return Err(with_sent(Error::Closed, 0));
+            return Err(with_sent(py, Error::Closed, 0));
         }
         let deadline = args::deadline(timeout)?;
         let link = self.link.clone();
         match super::blocking::wait(py, async move { link.publish(payloads).await }, deadline)? {
             Some(Ok(n)) => Ok(n),
-            Some(Err((sent, e))) => Err(with_sent(e, sent)),
+            Some(Err((sent, e))) => Err(with_sent(py, e, sent)),
             None => Err(PyTimeoutError::new_err("send timed out")),
         }
     }
