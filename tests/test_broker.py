@@ -304,3 +304,16 @@ def test_cancelled_sends_are_safe_to_retry(nats_server: NatsServer) -> None:
         ch.close()
 
     asyncio.run(main())
+
+
+def test_many_concurrent_sends(nats_server: NatsServer, run: Callable[..., Any]) -> None:
+    """Hundreds of tasks sending at once: their acks come back in bursts
+    through the bridge, and every item is stored once."""
+
+    async def main() -> None:
+        ch = await NatsChannel.connect(nats_server.url, fresh())
+        await asyncio.gather(*(ch.send(b"%d" % i) for i in range(500)))
+        assert sorted(await drain(ch), key=int) == [b"%d" % i for i in range(500)]
+        ch.close()
+
+    run(main())

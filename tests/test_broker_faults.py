@@ -168,3 +168,32 @@ def test_cluster_survives_a_killed_node(nats_cluster: list[NatsServer]) -> None:
         ch.close()
 
     asyncio.run(main())
+
+
+def test_server_down_after_connect_times_out_then_recovers(own_nats_server: NatsServer) -> None:
+    """With the server gone, a send raises TimeoutError after `timeout` and
+    a bounded receive times out: nothing hangs. Once it is back, the same
+    handle works again."""
+    server = own_nats_server
+    ch = NatsChannel.connect_blocking(server.url, fresh(), timeout=1.0)
+    ch.send_blocking(b"before")
+    server.kill()
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError) as e:
+        ch.send_many_blocking([b"during"])
+    assert e.value.sent == 0  # type: ignore[attr-defined]
+    assert time.monotonic() - t0 < 10
+    server.start()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            ch.send_blocking(b"after", msg_id="after")
+            break
+        except TimeoutError:
+            assert time.monotonic() < deadline, "no reconnect within 30 s"
+    got = set()
+    while not {b"before", b"after"} <= got:
+        batch = ch.recv_many_blocking(10, timeout=30)
+        got |= set(batch)
+        ch.task_done(len(batch))
+    ch.close()
