@@ -183,6 +183,13 @@ def test_server_down_after_connect_times_out_then_recovers(own_nats_server: Nats
         ch.send_many_blocking([b"during"])
     assert e.value.sent == 0  # type: ignore[attr-defined]
     assert time.monotonic() - t0 < 10
+
+    async def flush() -> None:
+        await ch.wait_closed()
+
+    t0 = time.monotonic()
+    asyncio.run(flush())  # bounded by the handle's timeout, server or not
+    assert time.monotonic() - t0 < 5
     server.start()
     deadline = time.monotonic() + 30
     while True:

@@ -120,7 +120,7 @@ impl Link {
         let stream = Self::bind_stream(&js, &opts, &names).await?;
         let consumer = Self::bind_consumer(&stream, &opts).await?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(super::pull::run_acker(client.clone(), rx));
+        tokio::spawn(super::pull::run_acker(client.clone(), rx, opts.timeout));
         Ok(Arc::new(Link {
             client,
             js,

@@ -34,8 +34,14 @@ pub enum AckCmd {
 }
 
 /// Send acks and naks as they come, many per write; flush after each
-/// burst so that a quiet acker leaves nothing buffered.
-pub async fn run_acker(client: async_nats::Client, mut rx: mpsc::UnboundedReceiver<AckCmd>) {
+/// burst so that a quiet acker leaves nothing buffered. A flush waits at
+/// most `timeout` (the server may be gone): whatever was not written is
+/// delivered again by the server, as at-least-once allows.
+pub async fn run_acker(
+    client: async_nats::Client,
+    mut rx: mpsc::UnboundedReceiver<AckCmd>,
+    timeout: Duration,
+) {
     let mut burst = Vec::with_capacity(256);
     while rx.recv_many(&mut burst, 4096).await > 0 {
         let mut flushed = Vec::new();
@@ -52,12 +58,12 @@ pub async fn run_acker(client: async_nats::Client, mut rx: mpsc::UnboundedReceiv
             // whatever was not acknowledged.
             drop(r);
         }
-        let _ = client.flush().await;
+        let _ = tokio::time::timeout(timeout, client.flush()).await;
         for done in flushed {
             let _ = done.send(());
         }
     }
-    let _ = client.flush().await;
+    let _ = tokio::time::timeout(timeout, client.flush()).await;
 }
 
 /// Keep the local buffer filled from the consumer until the link is

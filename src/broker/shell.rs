@@ -494,7 +494,8 @@ impl PyNatsChannel {
     }
 
     /// Wait until every ack and nak sent so far has been written to the
-    /// server (awaitable).
+    /// server, or `timeout` (of `connect`) has passed while it is
+    /// unreachable (awaitable).
     ///
     /// Cancel safety: cancelling only stops the waiting.
     fn wait_closed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
