@@ -98,6 +98,11 @@ BENCH_ARGS ?=
 bench-matrix: install ## The matrix (loops x peers) on every CPython 3.11+ found (PATH, pyenv): a table per Python
 	$(PY) -m rustasync bench --pythons all --loops asyncio uvloop rloop --json bench-matrix.json $(BENCH_ARGS)
 
+.PHONY: bench-nats
+bench-nats: install ## NatsChannel vs nats-py, 1,000,000 messages through a nats-server (minutes)
+	$(PIP) install --quiet '.[bench]'
+	$(PY) -m rustasync bench --only nats
+
 .PHONY: clean
 clean: ## Remove the venv, the Rust build (target/) and the caches
 	rm -rf $(VENV) target dist .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -133,7 +133,7 @@ fn on_main_thread(py: Python<'_>) -> bool {
 /// (KeyboardInterrupt) every few tens of milliseconds while blocked; other
 /// threads never re-attach while they wait, so a daemon thread blocked at
 /// interpreter exit stays out of the interpreter's way.
-fn blocking<R: Send>(
+pub(crate) fn blocking<R: Send>(
     py: Python<'_>,
     f: impl FnOnce(&mut dyn FnMut() -> bool) -> R + Send,
 ) -> (R, Option<PyErr>) {

@@ -13,6 +13,8 @@ pub mod asyncq;
 pub mod bridge;
 #[cfg(feature = "test-hooks")]
 pub mod bridgehooks;
+#[cfg(feature = "nats")]
+pub mod broker;
 pub mod channel;
 pub mod core;
 pub mod errors;
@@ -36,6 +38,8 @@ fn _rustasync(m: &Bound<'_, PyModule>) -> PyResult<()> {
     queue::register(m)?;
     channel::register(m)?;
     bridge::register(m)?;
+    #[cfg(feature = "nats")]
+    broker::register(m)?;
     asyncq::register(m)?;
     markers::register(m)?;
     #[cfg(feature = "test-hooks")]

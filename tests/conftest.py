@@ -14,6 +14,7 @@ import pytest
 from _loops import LOOP_KINDS as LOOP_KINDS
 from _loops import new_loop as new_loop
 from hypothesis import settings
+from natsserver import nats_cluster, nats_server, own_nats_server  # noqa: F401 (fixtures)
 
 import rustasync
 

@@ -189,7 +189,7 @@ def _without_rust(env: dict[str, str], venv_bin: Path) -> dict[str, str]:
 
 
 @pytest.mark.wheel
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)  # a fat-LTO build including async-nats: minutes on 2 busy cores
 def test_wheel_in_a_fresh_venv_runs_every_command(tmp_path: Path) -> None:
     maturin = Path(sysconfig.get_path("scripts")) / "maturin"
     if not maturin.exists():

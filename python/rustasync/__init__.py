@@ -27,11 +27,21 @@ from ._rustasync import gather as gather
 from ._rustasync import sleep as sleep
 from ._virtual import VirtualTimeLoop as VirtualTimeLoop
 
+try:  # the NATS JetStream channel (Cargo feature `nats`, on by default)
+    from ._rustasync import BrokerConnectionError as BrokerConnectionError
+    from ._rustasync import BrokerError as BrokerError
+    from ._rustasync import NatsChannel as NatsChannel
+except ImportError:  # pragma: no cover - built without the feature
+    pass
+
 __all__ = [
+    "BrokerConnectionError",
+    "BrokerError",
     "Channel",
     "ChannelClosed",
     "GatheringFuture",
     "LifoQueue",
+    "NatsChannel",
     "PriorityQueue",
     "Queue",
     "QueueEmpty",

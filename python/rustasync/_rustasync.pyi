@@ -269,6 +269,84 @@ class Channel(Generic[_T]):
     def recv_blocking(self, timeout: float | None = None) -> _T: ...
     def recv_many_blocking(self, max_items: int, timeout: float | None = None) -> list[_T]: ...
 
+class BrokerError(Exception):
+    """An error reported by the message broker (a missing stream, a refused configuration)."""
+
+class BrokerConnectionError(ConnectionError):
+    """No NATS server could be reached; the message names the URLs tried."""
+
+@final
+class NatsChannel:
+    """A producer/consumer channel on a NATS JetStream stream (docs/distributed.md)."""
+
+    @staticmethod
+    def connect(
+        servers: str | Iterable[str],
+        stream: str,
+        *,
+        subject: str | None = None,
+        consumer: str | None = None,
+        codec: Literal["pickle", "json"] | None = None,
+        ack: Literal["explicit", "on_receive"] = "explicit",
+        ack_wait: float = 30.0,
+        max_deliver: int | None = None,
+        dedup_window: float = 120.0,
+        prefetch: int = 256,
+        max_inflight: int = 4096,
+        timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        create: bool = True,
+        storage: Literal["file", "memory"] = "file",
+        replicas: int = 1,
+    ) -> Awaitable[NatsChannel]: ...
+    @staticmethod
+    def connect_blocking(
+        servers: str | Iterable[str],
+        stream: str,
+        *,
+        subject: str | None = None,
+        consumer: str | None = None,
+        codec: Literal["pickle", "json"] | None = None,
+        ack: Literal["explicit", "on_receive"] = "explicit",
+        ack_wait: float = 30.0,
+        max_deliver: int | None = None,
+        dedup_window: float = 120.0,
+        prefetch: int = 256,
+        max_inflight: int = 4096,
+        timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        create: bool = True,
+        storage: Literal["file", "memory"] = "file",
+        replicas: int = 1,
+    ) -> NatsChannel: ...
+    @property
+    def closed(self) -> bool: ...
+    def __len__(self) -> int: ...
+    def stats(self) -> dict[str, Any]: ...
+    def close(self) -> bool: ...
+    async def wait_closed(self) -> None: ...
+    def task_done(self, count: int = 1) -> None: ...
+    async def send(self, item: Any, *, msg_id: str | None = None) -> None: ...
+    async def send_many(
+        self, items: Iterable[Any], *, msg_ids: Iterable[str] | None = None
+    ) -> int: ...
+    async def recv(self) -> Any: ...
+    async def recv_many(self, max_items: int) -> list[Any]: ...
+    def __aiter__(self) -> NatsChannel: ...
+    def __anext__(self) -> Awaitable[Any]: ...
+    def send_blocking(
+        self, item: Any, *, msg_id: str | None = None, timeout: float | None = None
+    ) -> None: ...
+    def send_many_blocking(
+        self,
+        items: Iterable[Any],
+        *,
+        msg_ids: Iterable[str] | None = None,
+        timeout: float | None = None,
+    ) -> int: ...
+    def recv_blocking(self, timeout: float | None = None) -> Any: ...
+    def recv_many_blocking(self, max_items: int, timeout: float | None = None) -> list[Any]: ...
+
 @final
 class RecvOp(Generic[_T]):
     def __await__(self) -> Generator[Any, None, _T]: ...

@@ -4,6 +4,15 @@
 #   python asyncq.py -p 2 -c 5                    # Queue, sleep and gather from rustasync
 #   python asyncq.py -p 2 -c 5 --backend asyncio  # the tutorial's original, to compare
 #   python asyncq.py -p 2 -c 5 --engine rust      # the whole simulation as tokio tasks
+#   python asyncq.py --broker nats://127.0.0.1:4222 --role consumer -c 5   # in one shell,
+#   python asyncq.py --broker nats://127.0.0.1:4222 --role producer -p 2   # in others
+#
+# --broker moves the queue into NATS JetStream (rustasync.NatsChannel): producer
+# and consumer processes, on one machine or several, share the stream "asyncq"
+# (--stream). Items travel as JSON [item, time.time()], so the latency spans
+# processes; a consumer acknowledges each item with task_done() and a consumer
+# process ends after --idle seconds without an item (the queue has no join()
+# across processes). --sleep-scale 0.01 makes the sleeps 100x shorter.
 #
 # --engine rust runs the same producers and consumers in Rust (tokio tasks over
 # rustasync's channel engine) and prints the same kinds of lines, sent back to
@@ -62,6 +71,50 @@ async def main(nprod: int, ncon: int):
         c.cancel()
 
 
+async def brokersleep(caller: str, scale: float) -> None:
+    i = random.randint(0, 10)
+    print(f"{caller} sleeping for {i} seconds.")
+    await asyncio.sleep(i * scale)
+
+
+async def produce_to(name: int, ch, scale: float) -> None:
+    n = random.randint(0, 10)
+    for _ in it.repeat(None, n):
+        await brokersleep(f"Producer {name}", scale)
+        i = await makeitem()
+        t = time.time()  # one clock for every process on the machine
+        await ch.send([i, t])
+        print(f"Producer {name} added <{i}> to queue.")
+
+
+async def consume_from(name: int, ch, scale: float, idle: float) -> None:
+    while True:
+        await brokersleep(f"Consumer {name}", scale)
+        try:
+            i, t = await asyncio.wait_for(ch.recv(), idle)
+        except TimeoutError:
+            return
+        now = time.time()
+        print(f"Consumer {name} got element <{i}> in {now - t:0.5f} seconds.")
+        ch.task_done()
+
+
+async def broker_main(ns) -> None:
+    from rustasync import NatsChannel
+
+    ch = await NatsChannel.connect(ns.broker, ns.stream, codec="json")
+    try:
+        if ns.role == "producer":
+            await asyncio.gather(*(produce_to(n, ch, ns.sleep_scale) for n in range(ns.nprod)))
+        else:
+            await asyncio.gather(
+                *(consume_from(n, ch, ns.sleep_scale, ns.idle) for n in range(ns.ncon))
+            )
+    finally:
+        ch.close()
+        await ch.wait_closed()
+
+
 if __name__ == "__main__":
     import argparse
 
@@ -73,7 +126,20 @@ if __name__ == "__main__":
     parser.add_argument("--engine", choices=("python", "rust"), default="python")
     parser.add_argument("--seed", type=int, default=444, help="seed of the rust engine")
     parser.add_argument("--zero-sleep", action="store_true", help="rust engine: no sleeps")
+    parser.add_argument("--broker", metavar="URL", help="NATS server(s) to share the queue through")
+    parser.add_argument("--role", choices=("producer", "consumer"), help="with --broker")
+    parser.add_argument("--stream", default="asyncq", help="with --broker (default: asyncq)")
+    parser.add_argument("--idle", type=float, default=15.0, help="consumer: stop after this idle")
+    parser.add_argument("--sleep-scale", type=float, default=1.0, help="with --broker")
     ns = parser.parse_args()
+    if ns.broker:
+        if ns.role is None:
+            parser.error("--broker needs --role producer or --role consumer")
+        start = time.perf_counter()
+        asyncio.run(broker_main(ns))
+        elapsed = time.perf_counter() - start
+        print(f"Program completed in {elapsed:0.5f} seconds.")
+        raise SystemExit(0)
     if ns.engine == "rust":
         from rustasync import _asyncq_engine
 

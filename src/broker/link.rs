@@ -1,0 +1,363 @@
+//! The connection to NATS and the JetStream objects behind one
+//! `NatsChannel`: no Python here.
+//!
+//! A [`Link`] owns the client, the JetStream context, the stream's and the
+//! durable consumer's names, and two background tokio tasks:
+//!
+//! * the **puller** ([`super::pull`]), started by the first receive, which
+//!   keeps a bounded local buffer (a [`crate::core::Channel`]) filled from
+//!   the consumer;
+//! * the **acker** ([`super::pull::run_acker`]), which sends acks and naks
+//!   in bursts, without a flush per message.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
+use async_nats::jetstream::{self, consumer, stream};
+use async_nats::{ConnectErrorKind, ServerAddr, Subject};
+use bytes::Bytes;
+use tokio::sync::{mpsc, Semaphore};
+
+use super::pull::{AckCmd, Delivery};
+use crate::core;
+
+/// What can go wrong, in Rust terms; `super::shell` maps each to a Python
+/// exception.
+#[derive(Debug)]
+pub enum Error {
+    /// An unparsable server URL.
+    BadUrl(String),
+    /// No server could be reached (or the connection was refused).
+    Connect(String),
+    /// The stream does not exist (and was not to be created).
+    StreamMissing(String),
+    /// A message larger than the server's `max_payload`.
+    TooLarge(String),
+    /// No reply from the server in time (acks, API calls).
+    Timeout(String),
+    /// This handle was closed.
+    Closed,
+    /// Anything else the server or the client reported.
+    Other(String),
+}
+
+/// How to connect and what to bind to.
+pub struct Options {
+    pub servers: Vec<String>,
+    pub stream: String,
+    pub subject: String,
+    pub consumer: String,
+    pub create: bool,
+    pub memory: bool,
+    pub replicas: usize,
+    pub dedup_window: Duration,
+    pub ack_wait: Duration,
+    pub max_deliver: i64,
+    pub prefetch: usize,
+    pub max_inflight: usize,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// One connection, one stream, one durable consumer.
+pub struct Link {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub opts: Options,
+    pub consumer: consumer::PullConsumer,
+    /// Bounds the publishes waiting for their JetStream ack, across calls.
+    inflight: Arc<Semaphore>,
+    /// Items pulled from the server, not yet handed to the application.
+    pub buffer: Arc<core::Channel<Delivery>>,
+    pub acks: mpsc::UnboundedSender<AckCmd>,
+    /// Reply subjects of items handed out and not yet acknowledged, oldest
+    /// first (explicit-ack mode).
+    pub unacked: Mutex<VecDeque<Subject>>,
+    pulling: AtomicBool,
+    closed: AtomicBool,
+    pub shutdown: tokio::sync::Notify,
+}
+
+fn servers_text(servers: &[String]) -> String {
+    servers.join(", ")
+}
+
+impl Link {
+    /// Connect, find (or create) the stream and bind the durable consumer.
+    pub async fn connect(opts: Options) -> Result<Arc<Link>, Error> {
+        let names = servers_text(&opts.servers);
+        let addrs = opts
+            .servers
+            .iter()
+            .map(|s| {
+                s.parse::<ServerAddr>()
+                    .map_err(|e| Error::BadUrl(format!("invalid NATS server URL {s:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = async_nats::ConnectOptions::new()
+            .name("rustasync")
+            .connection_timeout(opts.connect_timeout)
+            .max_reconnects(None)
+            .connect(addrs)
+            .await
+            .map_err(|e| {
+                let why = match e.kind() {
+                    ConnectErrorKind::TimedOut => "timed out".to_owned(),
+                    _ => e.to_string(),
+                };
+                Error::Connect(format!("cannot connect to NATS at {names}: {why}"))
+            })?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(opts.timeout)
+            // Our own semaphore bounds what is in flight; the context's
+            // must never be the one that blocks.
+            .max_ack_inflight(opts.max_inflight * 2 + 64)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        let stream = Self::bind_stream(&js, &opts, &names).await?;
+        let consumer = Self::bind_consumer(&stream, &opts).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(super::pull::run_acker(client.clone(), rx, opts.timeout));
+        Ok(Arc::new(Link {
+            client,
+            js,
+            inflight: Arc::new(Semaphore::new(opts.max_inflight)),
+            buffer: Arc::new(core::Channel::new(Some(opts.prefetch))),
+            consumer,
+            opts,
+            acks: tx,
+            unacked: Mutex::new(VecDeque::new()),
+            pulling: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            shutdown: tokio::sync::Notify::new(),
+        }))
+    }
+
+    async fn bind_stream(
+        js: &jetstream::Context,
+        opts: &Options,
+        names: &str,
+    ) -> Result<stream::Stream, Error> {
+        match js.get_stream(&opts.stream).await {
+            Ok(s) => return Ok(s),
+            Err(e) => match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND => {}
+                jetstream::context::GetStreamErrorKind::Request => {
+                    return Err(Error::Timeout(format!(
+                        "no JetStream reply from {names} for stream {:?} \
+                         (JetStream disabled, or a cluster still electing its leader): {e}",
+                        opts.stream
+                    )))
+                }
+                _ => return Err(Error::Other(format!("stream {:?}: {e}", opts.stream))),
+            },
+        }
+        if !opts.create {
+            return Err(Error::StreamMissing(format!(
+                "stream {:?} does not exist on {names} (pass create=True to create it)",
+                opts.stream
+            )));
+        }
+        let config = stream::Config {
+            name: opts.stream.clone(),
+            subjects: vec![opts.subject.clone()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: if opts.memory {
+                stream::StorageType::Memory
+            } else {
+                stream::StorageType::File
+            },
+            num_replicas: opts.replicas,
+            duplicate_window: opts.dedup_window,
+            ..Default::default()
+        };
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|e| Error::Other(format!("cannot create stream {:?}: {e}", opts.stream)))
+    }
+
+    async fn bind_consumer(
+        stream: &stream::Stream,
+        opts: &Options,
+    ) -> Result<consumer::PullConsumer, Error> {
+        let config = consumer::pull::Config {
+            durable_name: Some(opts.consumer.clone()),
+            filter_subject: opts.subject.clone(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: opts.ack_wait,
+            max_deliver: opts.max_deliver,
+            max_ack_pending: 65_536,
+            num_replicas: 0,
+            ..Default::default()
+        };
+        stream
+            .get_or_create_consumer(&opts.consumer, config)
+            .await
+            .map_err(|e| Error::Other(format!("consumer {:?}: {e}", opts.consumer)))
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Close this handle: stop pulling, hand the buffered items back to the
+    /// server. Returns false if it was already closed.
+    pub fn close(&self) -> bool {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.buffer.close();
+        if self.pulling.swap(true, Ordering::AcqRel) {
+            // The puller hands the buffer back once it has stopped pulling.
+            self.shutdown.notify_waiters();
+            self.shutdown.notify_one();
+        } else {
+            super::pull::hand_back(self);
+        }
+        true
+    }
+
+    /// Start the puller on the first receive.
+    pub fn ensure_pulling(self: &Arc<Self>) {
+        if !self.pulling.swap(true, Ordering::AcqRel) {
+            match super::rt::io_runtime() {
+                Ok(rt) => drop(rt.spawn(super::pull::run_puller(self.clone()))),
+                // No runtime, no puller: the next receive tries again.
+                Err(_) => self.pulling.store(false, Ordering::Release),
+            }
+        }
+    }
+
+    /// Publish `items` to the stream, many in flight, and wait for every
+    /// JetStream ack. On failure, returns how many were acknowledged (a
+    /// prefix) with the error.
+    pub async fn publish(
+        &self,
+        items: Vec<(Bytes, Option<String>)>,
+    ) -> Result<usize, (usize, Error)> {
+        let mut acked = 0usize;
+        let mut waiting: VecDeque<InFlight> = VecDeque::new();
+        for (payload, id) in items {
+            if self.is_closed() {
+                return Err((acked, Error::Closed));
+            }
+            // Never block on the shared limit while holding acks of our own:
+            // collect our oldest first.
+            let permit = loop {
+                match self.inflight.clone().try_acquire_owned() {
+                    Ok(p) => break p,
+                    Err(_) => match waiting.pop_front() {
+                        Some(f) => {
+                            self.finish(f).await.map_err(|e| (acked, e))?;
+                            acked += 1;
+                        }
+                        None => {
+                            break self
+                                .inflight
+                                .clone()
+                                .acquire_owned()
+                                .await
+                                .map_err(|_| (acked, Error::Closed))?
+                        }
+                    },
+                }
+            };
+            match self.send_one(&payload, &id).await {
+                Ok(ack) => waiting.push_back(InFlight {
+                    ack,
+                    payload,
+                    id,
+                    _permit: permit,
+                }),
+                Err(e) => {
+                    // What is already on its way counts: `sent` is then
+                    // exactly the prefix stored before this item.
+                    for f in waiting.drain(..) {
+                        self.finish(f).await.map_err(|e| (acked, e))?;
+                        acked += 1;
+                    }
+                    return Err((acked, publish_error(e, &self.opts)));
+                }
+            }
+        }
+        while let Some(f) = waiting.pop_front() {
+            self.finish(f).await.map_err(|e| (acked, e))?;
+            acked += 1;
+        }
+        Ok(acked)
+    }
+
+    async fn send_one(
+        &self,
+        payload: &Bytes,
+        id: &Option<String>,
+    ) -> Result<PublishAckFuture, PublishError> {
+        let mut msg = jetstream::message::PublishMessage::build().payload(payload.clone());
+        if let Some(id) = id {
+            msg = msg.message_id(id);
+        }
+        self.js.send_publish(self.opts.subject.clone(), msg).await
+    }
+
+    /// Wait for one ack. "No responders" (no stream leader: a cluster is
+    /// electing one after losing a node) is retried every 250 ms for up to
+    /// `timeout`, as the official clients do.
+    async fn finish(&self, f: InFlight) -> Result<(), Error> {
+        let InFlight {
+            mut ack,
+            payload,
+            id,
+            _permit,
+        } = f;
+        let give_up = tokio::time::Instant::now() + self.opts.timeout;
+        loop {
+            match ack.await {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.kind() == PublishErrorKind::StreamNotFound
+                        && tokio::time::Instant::now() < give_up =>
+                {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    ack = self
+                        .send_one(&payload, &id)
+                        .await
+                        .map_err(|e| publish_error(e, &self.opts))?;
+                }
+                Err(e) => return Err(publish_error(e, &self.opts)),
+            }
+        }
+    }
+}
+
+/// A publish waiting for its ack, with what is needed to send it again.
+struct InFlight {
+    ack: PublishAckFuture,
+    payload: Bytes,
+    id: Option<String>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+fn publish_error(e: jetstream::context::PublishError, opts: &Options) -> Error {
+    match e.kind() {
+        PublishErrorKind::MaxPayloadExceeded => Error::TooLarge(format!(
+            "message too large for NATS at {}: {e}",
+            servers_text(&opts.servers)
+        )),
+        PublishErrorKind::TimedOut => Error::Timeout(format!(
+            "no JetStream ack within {:?} from {} (stream {:?})",
+            opts.timeout,
+            servers_text(&opts.servers),
+            opts.stream
+        )),
+        PublishErrorKind::StreamNotFound => Error::StreamMissing(format!(
+            "no stream takes subject {:?} on {}",
+            opts.subject,
+            servers_text(&opts.servers)
+        )),
+        _ => Error::Other(format!("publish to {:?} failed: {e}", opts.subject)),
+    }
+}

@@ -1,0 +1,97 @@
+//! Deliveries on their way to Python: converted (and, in ack-on-receive
+//! mode, acknowledged) on the loop thread when the awaiting task resumes;
+//! handed back to the server if they never get there.
+
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use super::codec::Codec;
+use super::link::Link;
+use super::pull::{AckCmd, Delivery};
+
+#[derive(Clone, Copy)]
+pub enum Mode {
+    One,
+    Many,
+}
+
+/// What a receive resolves to. Dropped without being converted (the
+/// receiving task was cancelled after the items left the buffer), it naks
+/// them: the server redelivers them at once, nothing waits for the ack wait.
+pub struct Received {
+    pub items: Vec<Delivery>,
+    pub link: Arc<Link>,
+    pub codec: Codec,
+    pub ack_on_receive: bool,
+    pub mode: Mode,
+}
+
+impl Received {
+    /// Decode every item; the first that fails to decode stays
+    /// unacknowledged (redelivered after the ack wait) and the others go
+    /// back to the server.
+    pub fn convert<'py>(mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let items = std::mem::take(&mut self.items);
+        let mut out = Vec::with_capacity(items.len());
+        let mut it = items.into_iter();
+        for d in it.by_ref() {
+            match self.codec.decode(py, &d.payload) {
+                Ok(v) => out.push((v, d.reply)),
+                Err(e) => {
+                    let rest = out.into_iter().map(|(_, r)| r).chain(it.map(|d| d.reply));
+                    for reply in rest {
+                        let _ = self.link.acks.send(AckCmd::Nak(reply));
+                    }
+                    return Err(PyValueError::new_err(format!(
+                        "cannot decode a NatsChannel item with codec {:?}: {e}",
+                        self.codec.name().unwrap_or("bytes")
+                    )));
+                }
+            }
+        }
+        let values: Vec<Bound<'py, PyAny>> = if self.ack_on_receive {
+            out.into_iter()
+                .map(|(v, reply)| {
+                    let _ = self.link.acks.send(AckCmd::Ack(reply));
+                    v
+                })
+                .collect()
+        } else {
+            let mut unacked = self.link.unacked.lock().unwrap_or_else(|e| e.into_inner());
+            out.into_iter()
+                .map(|(v, reply)| {
+                    unacked.push_back(reply);
+                    v
+                })
+                .collect()
+        };
+        match self.mode {
+            Mode::Many => Ok(PyList::new(py, values)?.into_any()),
+            Mode::One => Ok(values
+                .into_iter()
+                .next()
+                .expect("a receive resolves to at least one item")),
+        }
+    }
+}
+
+impl Drop for Received {
+    fn drop(&mut self) {
+        for d in self.items.drain(..) {
+            let _ = self.link.acks.send(AckCmd::Nak(d.reply));
+        }
+    }
+}
+
+impl<'py> IntoPyObject<'py> for Received {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.convert(py)
+    }
+}

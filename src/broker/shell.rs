@@ -1,0 +1,630 @@
+//! `rustasync.NatsChannel`: the Python face of a [`Link`]. Thin: it parses
+//! arguments, encodes items, and turns the link's Rust futures into
+//! awaitables with [`crate::bridge::future_into_py`].
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyStopAsyncIteration, PyTimeoutError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::args::{self, ConnectArgs};
+use super::codec::Codec;
+use super::link::{Error, Link};
+use super::pull::AckCmd;
+use super::received::{Mode, Received};
+use super::{BrokerConnectionError, BrokerError};
+use crate::bridge::future_into_py;
+use crate::channel::closed_error;
+
+/// A producer/consumer channel on a NATS JetStream stream, shared by every
+/// process that connects to the same stream and consumer.
+///
+/// Create one with `await NatsChannel.connect(servers, stream, ...)` (or
+/// `NatsChannel.connect_blocking(...)` in a plain thread). Like `Channel`:
+/// `send`, `send_many`, `recv`, `recv_many`, `async for`, `close`, and
+/// blocking variants for threads; items are `bytes` (or any object with
+/// `codec="pickle"` or `"json"`). Differences: delivery is at least once;
+/// each received item must be acknowledged with `task_done()` (or
+/// `ack="on_receive"`), else the server delivers it again after `ack_wait`
+/// seconds, to this or another consumer; `close()` closes this handle, not
+/// the stream. See docs/distributed.md.
+#[pyclass(frozen, module = "rustasync._rustasync", name = "NatsChannel")]
+pub struct PyNatsChannel {
+    link: Arc<Link>,
+    codec: Codec,
+    ack_on_receive: bool,
+}
+
+impl Drop for PyNatsChannel {
+    fn drop(&mut self) {
+        self.link.close();
+    }
+}
+
+/// A Rust-side error as the Python exception users catch.
+pub fn to_pyerr(e: Error) -> PyErr {
+    match e {
+        Error::BadUrl(m) => PyValueError::new_err(m),
+        Error::Connect(m) => BrokerConnectionError::new_err(m),
+        Error::StreamMissing(m) | Error::Other(m) => BrokerError::new_err(m),
+        Error::TooLarge(m) => PyValueError::new_err(m),
+        Error::Timeout(m) => PyTimeoutError::new_err(m),
+        Error::Closed => closed_error(),
+    }
+}
+
+/// The error of a batch send, with how many items were acknowledged as
+/// its `sent` attribute. Needs the interpreter: call it on a Python thread.
+fn with_sent(py: Python<'_>, e: Error, sent: usize) -> PyErr {
+    let err = to_pyerr(e);
+    let _ = err.value(py).setattr("sent", sent);
+    err
+}
+
+/// What a send resolves to, raised or returned on the loop thread when the
+/// awaiting task resumes (tokio workers never touch the interpreter).
+struct SendOutcome {
+    result: Result<usize, (usize, Error)>,
+    count: bool,
+}
+
+impl<'py> IntoPyObject<'py> for SendOutcome {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self.result {
+            Ok(n) if self.count => Ok(n.into_pyobject(py)?.into_any()),
+            Ok(_) => Ok(py.None().into_bound(py)),
+            Err((sent, e)) => Err(with_sent(py, e, sent)),
+        }
+    }
+}
+
+impl PyNatsChannel {
+    fn payloads(
+        &self,
+        items: &Bound<'_, PyAny>,
+        msg_ids: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<(Bytes, Option<String>)>> {
+        let mut out = Vec::new();
+        for item in crate::args::iterate(items, "items")? {
+            out.push((self.codec.encode(&item?)?, None));
+        }
+        if let Some(ids) = msg_ids {
+            let ids: Vec<String> = ids.extract()?;
+            if ids.len() != out.len() {
+                return Err(PyValueError::new_err(format!(
+                    "msg_ids has {} ids for {} items",
+                    ids.len(),
+                    out.len()
+                )));
+            }
+            for (slot, id) in out.iter_mut().zip(ids) {
+                slot.1 = Some(id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn one(
+        &self,
+        item: &Bound<'_, PyAny>,
+        msg_id: Option<String>,
+    ) -> PyResult<Vec<(Bytes, Option<String>)>> {
+        Ok(vec![(self.codec.encode(item)?, msg_id)])
+    }
+
+    fn received(&self, items: Vec<super::pull::Delivery>, mode: Mode) -> Received {
+        Received {
+            items,
+            link: self.link.clone(),
+            codec: self.codec,
+            ack_on_receive: self.ack_on_receive,
+            mode,
+        }
+    }
+
+    fn recv_op<'py>(
+        &self,
+        py: Python<'py>,
+        max: Option<usize>,
+        iter: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if self.link.is_closed() {
+            return Err(if iter {
+                PyStopAsyncIteration::new_err(())
+            } else {
+                closed_error()
+            });
+        }
+        self.link.ensure_pulling();
+        let link = self.link.clone();
+        let (codec, ack_on_receive) = (self.codec, self.ack_on_receive);
+        let mode = if max.is_some() { Mode::Many } else { Mode::One };
+        future_into_py(py, async move {
+            let got = match max {
+                None => link.buffer.recv().await.map(|d| vec![d]),
+                Some(n) => link.buffer.recv_many(n).await,
+            };
+            match got {
+                Ok(items) => Ok(Received {
+                    items,
+                    link,
+                    codec,
+                    ack_on_receive,
+                    mode,
+                }),
+                Err(_) if iter => Err(PyStopAsyncIteration::new_err(())),
+                Err(_) => Err(closed_error()),
+            }
+        })
+    }
+
+    fn send_op<'py>(
+        &self,
+        py: Python<'py>,
+        payloads: Vec<(Bytes, Option<String>)>,
+        count: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if self.link.is_closed() {
+            return Err(with_sent(py, Error::Closed, 0));
+        }
+        let link = self.link.clone();
+        future_into_py(py, async move {
+            let result = super::rt::on_io(async move { link.publish(payloads).await }).await?;
+            Ok(SendOutcome { result, count })
+        })
+    }
+
+    fn send_blocking_impl(
+        &self,
+        py: Python<'_>,
+        payloads: Vec<(Bytes, Option<String>)>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        if self.link.is_closed() {
+            return Err(with_sent(py, Error::Closed, 0));
+        }
+        let deadline = args::deadline(timeout)?;
+        let link = self.link.clone();
+        match super::blocking::wait(py, async move { link.publish(payloads).await }, deadline)? {
+            Some(Ok(n)) => Ok(n),
+            Some(Err((sent, e))) => Err(with_sent(py, e, sent)),
+            None => Err(PyTimeoutError::new_err("send timed out")),
+        }
+    }
+
+    fn recv_blocking_impl(
+        &self,
+        py: Python<'_>,
+        max: Option<usize>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        if self.link.is_closed() {
+            return Err(closed_error());
+        }
+        let deadline = args::deadline(timeout)?;
+        self.link.ensure_pulling();
+        let buffer = &self.link.buffer;
+        let (r, sig) = crate::channel::blocking(py, |check| {
+            buffer.recv_many_blocking_with(max.unwrap_or(1), deadline, check)
+        });
+        use crate::core::RecvTimeoutError as E;
+        match r {
+            Ok(items) => {
+                let mode = if max.is_some() { Mode::Many } else { Mode::One };
+                Ok(self.received(items, mode).convert(py)?.unbind())
+            }
+            Err(E::Timeout) => Err(PyTimeoutError::new_err("receive timed out")),
+            Err(E::Closed) => Err(closed_error()),
+            Err(E::Interrupted) => Err(sig.expect("interrupted by a signal")),
+        }
+    }
+}
+
+#[pymethods]
+impl PyNatsChannel {
+    /// Connect to NATS and bind a stream and a durable pull consumer
+    /// (awaitable; resolves to the `NatsChannel`).
+    ///
+    /// `servers`: a URL ("nats://127.0.0.1:4222") or a list of URLs of one
+    /// cluster. `stream`: the JetStream stream; created (work-queue
+    /// retention, `storage`, `replicas`, a de-duplication window of
+    /// `dedup_window` seconds) if missing and `create` is true. `subject`:
+    /// what is published and consumed (default: the stream's name).
+    /// `consumer`: the durable consumer's name, shared by every process
+    /// that receives (default: the stream's name). `ack`: "explicit"
+    /// (`task_done()` acknowledges) or "on_receive". `ack_wait`: seconds
+    /// before an unacknowledged item is delivered again. `prefetch`: items
+    /// pulled ahead into the local buffer. `max_inflight`: publishes
+    /// waiting for their JetStream ack at once. `timeout`: how long to wait
+    /// for the server's replies (publish acks, API calls).
+    ///
+    /// Raises:
+    ///     BrokerConnectionError: no server in `servers` could be reached
+    ///         (the message names them).
+    ///     BrokerError: the stream is missing (and `create` is false), or the
+    ///         server refused the stream or consumer.
+    ///     TimeoutError: the server did not answer (JetStream disabled?).
+    ///     ValueError: a malformed URL or argument.
+    ///
+    /// Cancel safety: cancelling drops the half-made connection; nothing
+    /// is left behind but a stream or consumer that was already created.
+    #[staticmethod]
+    #[pyo3(signature = (servers, stream, *, subject = None, consumer = None, codec = None,
+        ack = "explicit", ack_wait = 30.0, max_deliver = None, dedup_window = 120.0,
+        prefetch = 256, max_inflight = 4096, timeout = 5.0, connect_timeout = 5.0,
+        create = true, storage = "file", replicas = 1))]
+    #[allow(clippy::too_many_arguments)]
+    fn connect<'py>(
+        py: Python<'py>,
+        servers: &Bound<'py, PyAny>,
+        stream: String,
+        subject: Option<String>,
+        consumer: Option<String>,
+        codec: Option<&str>,
+        ack: &str,
+        ack_wait: f64,
+        max_deliver: Option<i64>,
+        dedup_window: f64,
+        prefetch: usize,
+        max_inflight: usize,
+        timeout: f64,
+        connect_timeout: f64,
+        create: bool,
+        storage: &str,
+        replicas: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let a = ConnectArgs::parse(
+            servers,
+            stream,
+            subject,
+            consumer,
+            codec,
+            ack,
+            ack_wait,
+            max_deliver,
+            dedup_window,
+            prefetch,
+            max_inflight,
+            timeout,
+            connect_timeout,
+            create,
+            storage,
+            replicas,
+        )?;
+        future_into_py(py, async move {
+            let link = super::rt::on_io(Link::connect(a.opts))
+                .await?
+                .map_err(to_pyerr)?;
+            Ok(PyNatsChannel {
+                link,
+                codec: a.codec,
+                ack_on_receive: a.ack_on_receive,
+            })
+        })
+    }
+
+    /// `connect` for plain threads: blocks (interpreter released) until
+    /// connected; same arguments, same exceptions.
+    #[staticmethod]
+    #[pyo3(signature = (servers, stream, *, subject = None, consumer = None, codec = None,
+        ack = "explicit", ack_wait = 30.0, max_deliver = None, dedup_window = 120.0,
+        prefetch = 256, max_inflight = 4096, timeout = 5.0, connect_timeout = 5.0,
+        create = true, storage = "file", replicas = 1))]
+    #[allow(clippy::too_many_arguments)]
+    fn connect_blocking(
+        py: Python<'_>,
+        servers: &Bound<'_, PyAny>,
+        stream: String,
+        subject: Option<String>,
+        consumer: Option<String>,
+        codec: Option<&str>,
+        ack: &str,
+        ack_wait: f64,
+        max_deliver: Option<i64>,
+        dedup_window: f64,
+        prefetch: usize,
+        max_inflight: usize,
+        timeout: f64,
+        connect_timeout: f64,
+        create: bool,
+        storage: &str,
+        replicas: usize,
+    ) -> PyResult<PyNatsChannel> {
+        let a = ConnectArgs::parse(
+            servers,
+            stream,
+            subject,
+            consumer,
+            codec,
+            ack,
+            ack_wait,
+            max_deliver,
+            dedup_window,
+            prefetch,
+            max_inflight,
+            timeout,
+            connect_timeout,
+            create,
+            storage,
+            replicas,
+        )?;
+        let link = super::blocking::wait(py, Link::connect(a.opts), None)?
+            .expect("no deadline")
+            .map_err(to_pyerr)?;
+        Ok(PyNatsChannel {
+            link,
+            codec: a.codec,
+            ack_on_receive: a.ack_on_receive,
+        })
+    }
+
+    /// Publish `item` and wait for JetStream to acknowledge it (awaitable).
+    ///
+    /// `msg_id`: a de-duplication id; the stream drops a second message
+    /// with the same id within its de-duplication window.
+    ///
+    /// Raises:
+    ///     ChannelClosed: this handle is closed.
+    ///     TimeoutError: no ack from the server within `timeout` (the item
+    ///         may or may not be stored: retry with the same `msg_id`).
+    ///     ValueError: the item is larger than the server accepts.
+    ///     TypeError: not bytes (without a codec).
+    ///     BrokerError: the server refused it (no stream for the subject).
+    ///
+    /// Cancel safety: a cancelled send may or may not have been stored;
+    /// with a `msg_id`, sending again is safe.
+    #[pyo3(signature = (item, *, msg_id = None))]
+    fn send<'py>(
+        &self,
+        py: Python<'py>,
+        item: &Bound<'py, PyAny>,
+        msg_id: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let p = self.one(item, msg_id)?;
+        self.send_op(py, p, false)
+    }
+
+    /// Publish every item of `items` in order, many in flight, and wait
+    /// for all their acks (awaitable); resolves to the number sent.
+    ///
+    /// `msg_ids`: one de-duplication id per item.
+    ///
+    /// Raises:
+    ///     ChannelClosed, TimeoutError, ValueError, TypeError, BrokerError:
+    ///         as `send`; the exception's `sent` attribute tells how many
+    ///         items (a prefix) were acknowledged.
+    ///
+    /// Cancel safety: a prefix of the items is stored, and some after it
+    /// may be; with `msg_ids`, sending them all again is safe.
+    #[pyo3(signature = (items, *, msg_ids = None))]
+    fn send_many<'py>(
+        &self,
+        py: Python<'py>,
+        items: &Bound<'py, PyAny>,
+        msg_ids: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let p = self.payloads(items, msg_ids)?;
+        self.send_op(py, p, true)
+    }
+
+    /// Receive one item, waiting while none is available (awaitable).
+    ///
+    /// Raises:
+    ///     ChannelClosed: this handle is closed.
+    ///     ValueError: the item cannot be decoded with the codec (it stays
+    ///         unacknowledged and is delivered again after `ack_wait`).
+    ///
+    /// Cancel safety: nothing is lost. An item not yet handed over stays
+    /// first in the local buffer; one already taken from it is handed back
+    /// to the server for immediate redelivery.
+    fn recv<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.recv_op(py, None, false)
+    }
+
+    /// Receive between 1 and `max_items` items as a list (awaitable).
+    ///
+    /// Raises:
+    ///     ValueError: `max_items < 1`, or an item cannot be decoded.
+    ///     ChannelClosed: this handle is closed.
+    ///
+    /// Cancel safety: as `recv()`.
+    fn recv_many<'py>(
+        &self,
+        py: Python<'py>,
+        max_items: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let n = args::max_items(max_items)?;
+        self.recv_op(py, Some(n), false)
+    }
+
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// The next item; `async for` ends once this handle is closed.
+    ///
+    /// Cancel safety: as `recv()`.
+    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.recv_op(py, None, true)
+    }
+
+    /// Acknowledge the `count` oldest items received through this handle
+    /// and not yet acknowledged: like `asyncio.Queue.task_done()`, once per
+    /// item processed. The server then never delivers them again. Acks are
+    /// sent in the background; `wait_closed()` waits for them.
+    ///
+    /// Raises:
+    ///     ValueError: called more times than there were items received,
+    ///         or in `ack="on_receive"` mode.
+    #[pyo3(signature = (count = 1))]
+    fn task_done(&self, count: usize) -> PyResult<()> {
+        if self.ack_on_receive {
+            return Err(PyValueError::new_err(
+                "task_done() with ack='on_receive': items are acknowledged when received",
+            ));
+        }
+        let replies: Vec<_> = {
+            let mut u = self.link.unacked.lock().unwrap_or_else(|e| e.into_inner());
+            if count > u.len() {
+                return Err(PyValueError::new_err("task_done() called too many times"));
+            }
+            u.drain(..count).collect()
+        };
+        for r in replies {
+            let _ = self.link.acks.send(AckCmd::Ack(r));
+        }
+        Ok(())
+    }
+
+    /// Close this handle; returns False if it was already closed.
+    ///
+    /// Sends and receives then raise `ChannelClosed` (`async for` ends).
+    /// Items pulled ahead and not yet received are handed back to the
+    /// server for immediate redelivery; items received and not yet
+    /// acknowledged can still be acknowledged with `task_done()`. The
+    /// stream, the consumer and other handles are not affected.
+    fn close(&self) -> bool {
+        self.link.close()
+    }
+
+    /// Wait until every ack and nak sent so far has been written to the
+    /// server, or `timeout` (of `connect`) has passed while it is
+    /// unreachable (awaitable).
+    ///
+    /// Cancel safety: cancelling only stops the waiting.
+    fn wait_closed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.link.acks.send(AckCmd::Flush(tx));
+        future_into_py(py, async move {
+            let _ = rx.await;
+            Ok(())
+        })
+    }
+
+    /// True once `close()` has been called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.link.is_closed()
+    }
+
+    /// Number of items pulled ahead into the local buffer, not yet received.
+    fn __len__(&self) -> usize {
+        self.link.buffer.len()
+    }
+
+    /// A snapshot: `buffered`, `unacked` (received, waiting for
+    /// `task_done`), `closed`, `servers`, `stream`, `subject`, `consumer`,
+    /// `codec`, `ack`.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let o = &self.link.opts;
+        let d = PyDict::new(py);
+        d.set_item("buffered", self.link.buffer.len())?;
+        d.set_item(
+            "unacked",
+            self.link
+                .unacked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len(),
+        )?;
+        d.set_item("closed", self.link.is_closed())?;
+        d.set_item("servers", o.servers.clone())?;
+        d.set_item("stream", &o.stream)?;
+        d.set_item("subject", &o.subject)?;
+        d.set_item("consumer", &o.consumer)?;
+        d.set_item("codec", self.codec.name())?;
+        d.set_item(
+            "ack",
+            if self.ack_on_receive {
+                "on_receive"
+            } else {
+                "explicit"
+            },
+        )?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        let o = &self.link.opts;
+        format!(
+            "<rustasync.NatsChannel servers={:?} stream={:?} subject={:?} consumer={:?} closed={}>",
+            o.servers.join(","),
+            o.stream,
+            o.subject,
+            o.consumer,
+            self.link.is_closed()
+        )
+    }
+
+    /// `send` from a plain thread: blocks (interpreter released) until
+    /// JetStream acknowledges the item.
+    ///
+    /// Raises:
+    ///     TimeoutError: not acknowledged within `timeout` seconds (or the
+    ///         channel's `timeout`).
+    ///     ChannelClosed, ValueError, TypeError, BrokerError: as `send`.
+    #[pyo3(signature = (item, *, msg_id = None, timeout = None))]
+    fn send_blocking(
+        &self,
+        py: Python<'_>,
+        item: &Bound<'_, PyAny>,
+        msg_id: Option<String>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let p = self.one(item, msg_id)?;
+        self.send_blocking_impl(py, p, timeout).map(|_| ())
+    }
+
+    /// `send_many` from a plain thread; returns the number sent.
+    ///
+    /// Raises:
+    ///     as `send_blocking`, with the `sent` attribute of `send_many`.
+    #[pyo3(signature = (items, *, msg_ids = None, timeout = None))]
+    fn send_many_blocking(
+        &self,
+        py: Python<'_>,
+        items: &Bound<'_, PyAny>,
+        msg_ids: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let p = self.payloads(items, msg_ids)?;
+        self.send_blocking_impl(py, p, timeout)
+    }
+
+    /// `recv` from a plain thread, blocking (interpreter released) while
+    /// no item is available.
+    ///
+    /// Raises:
+    ///     TimeoutError: nothing arrived within `timeout` seconds.
+    ///     ChannelClosed: this handle is closed.
+    #[pyo3(signature = (timeout = None))]
+    fn recv_blocking(
+        &self,
+        py: Python<'_>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        self.recv_blocking_impl(py, None, timeout)
+    }
+
+    /// `recv_many` from a plain thread.
+    ///
+    /// Raises:
+    ///     TimeoutError, ChannelClosed: as `recv_blocking`.
+    ///     ValueError: `max_items < 1`.
+    #[pyo3(signature = (max_items, timeout = None))]
+    fn recv_many_blocking(
+        &self,
+        py: Python<'_>,
+        max_items: &Bound<'_, PyAny>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let n = args::max_items(max_items)?;
+        self.recv_blocking_impl(py, Some(n), timeout)
+    }
+}
