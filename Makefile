@@ -55,6 +55,8 @@ lint: venv ## rustfmt, clippy, ruff, the stub check, and the typing test (mypy -
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p rustasync-bridge --all-targets -- -D warnings
+	cargo fmt --manifest-path examples/bridge-user/Cargo.toml --check
+	cargo clippy --manifest-path examples/bridge-user/Cargo.toml --target-dir target -- -D warnings
 	$(PY) -m ruff check python tests benchmarks examples
 	$(PY) -m ruff format --check python tests benchmarks examples
 	cd tests && ../$(PY) -m mypy.stubtest rustasync._rustasync --allowlist ../python/rustasync/stubtest-allowlist.txt
