@@ -2,9 +2,10 @@
 
 Suites: core (sleep and gather), queue (the queues against asyncio.Queue and
 janus, culsans, aiologic when installed), channel (Channel, the Rust asyncq
-engine, the Rust-future bridge). Each suite validates its results before
-timing and reports medians of interleaved rounds and the ratio stock time /
-rustasync time (above 1: rustasync is faster). The peers come with
+engine, the Rust-future bridge), bridge (rustasync-bridge against
+pyo3-async-runtimes: future_into_py and into_future). Each suite validates
+its results before timing and reports medians of interleaved rounds and the
+ratio stock time / rustasync time (above 1: rustasync is faster). The peers come with
 pip install rustasync[bench].
 """
 
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SUITES = ("core", "queue", "channel")
+SUITES = ("core", "queue", "channel", "bridge")
 
 
 def _parser() -> argparse.ArgumentParser:
