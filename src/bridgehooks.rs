@@ -192,7 +192,28 @@ fn _bridge_sleep_counts() -> (usize, usize) {
     )
 }
 
+/// Awaitable whose Rust future, bridged by `via` as in `_bridge_sleep`,
+/// attaches to the interpreter on its tokio worker every millisecond
+/// (making a small list each time, as a future converting items would),
+/// for ten minutes.
+#[pyfunction]
+fn _bridge_attach_for_long<'py>(py: Python<'py>, via: &str) -> PyResult<Bound<'py, PyAny>> {
+    let fut = async move {
+        for _ in 0..600_000 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Python::attach(|py| pyo3::types::PyList::new(py, [1, 2, 3]).map(drop))?;
+        }
+        Ok(())
+    };
+    match via {
+        "rustasync-bridge" => future_into_py(py, fut),
+        "pyo3-async-runtimes" => pyo3_async_runtimes::tokio::future_into_py(py, fut),
+        _ => Err(PyValueError::new_err(format!("unknown bridge {via:?}"))),
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_bridge_attach_for_long, m)?)?;
     m.add_function(wrap_pyfunction!(_bridge_sleep, m)?)?;
     m.add_function(wrap_pyfunction!(_bridge_sleep_counts, m)?)?;
     m.add_function(wrap_pyfunction!(_bridge_await, m)?)?;

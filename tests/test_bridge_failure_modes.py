@@ -113,10 +113,14 @@ def test_result_after_the_loop_closed_under_a_waiting_task(via, loop_kind, capfd
     async def waiter():
         return await _ra._bridge_sleep(via, 0.03, 1)
 
+    finished = _ra._bridge_sleep_counts()[1]
     task = loop.create_task(waiter())
     loop.run_until_complete(asyncio.sleep(0.005))
     loop.close()
-    time.sleep(0.1)
+    deadline = time.monotonic() + 5
+    while _ra._bridge_sleep_counts()[1] == finished and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # the result's delivery, after the Rust future finished
     task._log_destroy_pending = False
     del task
     gc.collect()
@@ -147,6 +151,10 @@ async def main():
     # Futures still sleeping on tokio when the process exits.
     for k in range(20):
         keep.append(m._bridge_sleep(via, 30, k))
+    # Futures attaching to the interpreter on their tokio workers, every
+    # millisecond, when the process exits.
+    for k in range(4):
+        keep.append(m._bridge_attach_for_long(via))
     await asyncio.sleep(0.001)
 
 asyncio.run(main())
@@ -155,14 +163,17 @@ asyncio.run(main())
 
 def test_interpreter_exit_with_tokio_tasks_still_running():
     """20 interpreters (half on uvloop) exit while bridged futures finish,
-    are cancelled, or still sleep on tokio: every one exits with status 0,
-    within its time limit, printing nothing.
+    are cancelled, still sleep on tokio, or attach to the interpreter from
+    their tokio workers: every one exits with status 0, within its time
+    limit, printing nothing.
 
     pyo3-async-runtimes does not fail every time, so it is not run here:
     with this script it crashes in about 1 run in 10 on this machine (a
     silent SIGABRT or a SIGSEGV), when a blocking-pool thread attaches to
     the interpreter to deliver a result while it is finalizing. Ours never
-    attaches a tokio thread to deliver a result."""
+    attaches a tokio thread to deliver a result, and stops polling bridged
+    futures at exit, so the ones attaching on their own do not print
+    PyO3's "interpreter is not initialized" panic either."""
     for i in range(20):
         kind = "uvloop" if i % 2 else "asyncio"
         p = python(EXIT, OURS, kind, timeout=20)
