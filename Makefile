@@ -50,11 +50,22 @@ demo: venv ## Build and run the main job: the tutorial's programs on both backen
 	$(PIP) install --quiet '.[demo]'
 	$(PY) -m rustasync demo
 
+# Interpreter descriptions (PyO3's PYO3_CONFIG_FILE format) of CPythons that
+# need not be installed here: clippy checks the cfg-gated code for each, one
+# target directory per description so that repeated runs rebuild only
+# rustasync. Nothing is linked, so no libpython is needed.
+PYO3_CONFIGS := $(sort $(wildcard .ci/pyo3/*.txt))
+
 .PHONY: lint
-lint: venv ## rustfmt, clippy, ruff, the stub check, and the typing test (mypy --strict)
+lint: venv ## rustfmt, clippy (also for CPython 3.14, 3.15 and free-threaded), ruff, stubs, typing
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p rustasync-bridge --all-targets -- -D warnings
+	@for cfg in $(PYO3_CONFIGS); do \
+	  name=$$(basename $$cfg .txt); echo "cargo clippy for $$name ($$cfg)"; \
+	  PYO3_CONFIG_FILE=$(CURDIR)/$$cfg CARGO_TARGET_DIR=target/pyo3-configs/$$name \
+	    cargo clippy --quiet --workspace --all-targets -- -D warnings || exit 1; \
+	done
 	cargo fmt --manifest-path examples/bridge-user/Cargo.toml --check
 	cargo clippy --manifest-path examples/bridge-user/Cargo.toml --target-dir target -- -D warnings
 	$(PY) -m ruff check python tests benchmarks examples
@@ -77,9 +88,17 @@ test-wheel: install ## Build a manylinux wheel, install it in a fresh venv, run 
 	$(PY) -m pytest -m wheel -p no:cacheprovider $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: install ## Benchmarks, side by side with stock asyncio (stock loop and uvloop)
+bench: install ## Benchmarks, side by side with stock asyncio (stock loop, uvloop, rloop)
 	$(PIP) install --quiet '.[bench]'
-	$(PY) -m rustasync bench --loops asyncio uvloop
+	$(PY) -m rustasync bench --loops asyncio uvloop rloop
+
+# One venv per Python under .venv-bench/, each with a release wheel built for
+# it (incremental: one cargo target directory per Python) and the loops and
+# peers that install there. BENCH_ARGS=--quick for a short run.
+BENCH_ARGS ?=
+.PHONY: bench-matrix
+bench-matrix: install ## The matrix (loops x peers) on every CPython 3.11+ found (PATH, pyenv): a table per Python
+	$(PY) -m rustasync bench --pythons all --loops asyncio uvloop rloop --json bench-matrix.json $(BENCH_ARGS)
 
 .PHONY: clean
 clean: ## Remove the venv, the Rust build (target/) and the caches

@@ -218,7 +218,16 @@ fn prepare_type(py: Python<'_>, sample: &Bound<'_, CoroutineFunction>) -> PyResu
         unsafe {
             (*tp).tp_vectorcall_offset = offset;
             (*tp).tp_call = Some(ffi::PyVectorcall_Call);
-            (*tp).tp_flags |= ffi::Py_TPFLAGS_HAVE_VECTORCALL | ffi::Py_TPFLAGS_METHOD_DESCRIPTOR;
+            let flags = ffi::Py_TPFLAGS_HAVE_VECTORCALL | ffi::Py_TPFLAGS_METHOD_DESCRIPTOR;
+            // A free-threaded build makes `tp_flags` an atomic.
+            #[cfg(not(Py_GIL_DISABLED))]
+            {
+                (*tp).tp_flags |= flags;
+            }
+            #[cfg(Py_GIL_DISABLED)]
+            (*tp)
+                .tp_flags
+                .fetch_or(flags, std::sync::atomic::Ordering::Relaxed);
             ffi::PyType_Modified(tp);
         }
         Ok::<(), PyErr>(())

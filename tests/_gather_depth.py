@@ -29,6 +29,8 @@ import sys
 import weakref
 from typing import Any
 
+from _loops import loop_factory
+
 import rustasync
 
 GATHER = {"asyncio": asyncio.gather, "rustasync": rustasync.gather}
@@ -121,12 +123,7 @@ async def shape_of(gather: Any, shape: str, depth: int) -> dict[str, Any]:
 def main() -> None:
     impl, loop_kind, shape, depth = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 3 * depth + 1000))
-    if loop_kind == "uvloop":
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    else:
-        factory = asyncio.new_event_loop
+    factory = loop_factory(loop_kind)
     with asyncio.Runner(loop_factory=factory) as runner:
         report = runner.run(shape_of(GATHER[impl], shape, depth))
         print(json.dumps(report), flush=True)

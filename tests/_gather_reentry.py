@@ -21,6 +21,8 @@ import types
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from _loops import loop_factory
+
 import rustasync
 
 IMPLS = {
@@ -212,12 +214,7 @@ SCENARIOS: dict[str, Callable[[Any], Awaitable[Any]]] = {
 
 def main(impl_name: str, loop_kind: str) -> None:
     impl = IMPLS[impl_name]
-    if loop_kind == "uvloop":
-        import uvloop
-
-        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    else:
-        factory = asyncio.new_event_loop
+    factory: Callable[[], asyncio.AbstractEventLoop] = loop_factory(loop_kind)
     for name, scenario in SCENARIOS.items():
         print(json.dumps({"start": name}), flush=True)
         with asyncio.Runner(loop_factory=factory) as runner:

@@ -15,6 +15,8 @@ import json
 import os
 import sys
 
+from _loops import loop_factory
+
 import rustasync
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -152,11 +154,7 @@ KINDS = {
 
 
 def main(loop_kind: str, scale: int) -> dict[str, dict[str, float]]:
-    factory = None
-    if loop_kind == "uvloop":
-        import uvloop
-
-        factory = uvloop.new_event_loop
+    factory = loop_factory(loop_kind)
     out = {}
     with asyncio.Runner(loop_factory=factory) as runner:
         for name, (fn, weight) in KINDS.items():

@@ -1,5 +1,6 @@
 """Shared fixtures: every behaviour test runs against stock asyncio and
-rustasync (``impl``), on the stock loop and on uvloop (``loop_kind``, ``run``)."""
+rustasync (``impl``), on the stock loop, uvloop and rloop (``loop_kind``, ``run``;
+tests/_loops.py chooses the loops)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from _loops import LOOP_KINDS as LOOP_KINDS
+from _loops import new_loop as new_loop
 from hypothesis import settings
 
 import rustasync
-
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is a test dependency
-    uvloop = None
 
 # HYPOTHESIS_PROFILE=thorough: many more examples for the property tests
 # that size themselves from it (test_cancellation.py).
@@ -30,13 +28,6 @@ IMPLS = {
         name="rustasync", sleep=rustasync.sleep, gather=rustasync.gather
     ),
 }
-
-LOOP_KINDS = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
-
-
-def new_loop(kind: str) -> asyncio.AbstractEventLoop:
-    """A new event loop of the given kind ("asyncio" or "uvloop")."""
-    return uvloop.new_event_loop() if kind == "uvloop" else asyncio.new_event_loop()
 
 
 @pytest.fixture(params=list(IMPLS))

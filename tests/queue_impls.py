@@ -11,12 +11,9 @@ import asyncio
 import sys
 import types
 
-import rustasync
+from _loops import LOOP_KINDS, loop_factory
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is a test dependency
-    uvloop = None
+import rustasync
 
 
 def _stock() -> types.SimpleNamespace:
@@ -53,13 +50,12 @@ RUST = types.SimpleNamespace(
     has_shutdown=True,
 )
 IMPLS = {"asyncio": STOCK, "rustasync": RUST}
-LOOPS = ["asyncio", "uvloop"] if uvloop is not None else ["asyncio"]
+LOOPS = LOOP_KINDS
 
 
 def run(loop_kind: str, main):
     """Run `main()` to completion on a fresh loop of the given kind."""
-    factory = uvloop.new_event_loop if loop_kind == "uvloop" else None
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with asyncio.Runner(loop_factory=loop_factory(loop_kind)) as runner:
         return runner.run(main())
 
 

@@ -19,6 +19,7 @@ import sys
 import time
 
 import pytest
+from conftest import LOOP_KINDS, new_loop
 
 from rustasync import _rustasync as _ra
 
@@ -60,6 +61,9 @@ sys.unraisablehook = lambda u: unraisable.append(repr(u.exc_value))
 if kind == "uvloop":
     import uvloop
     Base = uvloop.Loop
+elif kind == "rloop":
+    import rloop
+    Base = rloop.RLoop
 else:
     Base = asyncio.SelectorEventLoop
 
@@ -101,13 +105,20 @@ def test_result_racing_asyncio_run_closing_the_loop(via, loop_kind):
     assert out == {"late": [], "unraisable": []}
 
 
-@bridges("its completion calls call_soon_threadsafe on the closed loop")
-def test_result_after_the_loop_closed_under_a_waiting_task(via, loop_kind, capfd):
+@pytest.mark.parametrize("via", [OURS, THEIRS])
+def test_result_after_the_loop_closed_under_a_waiting_task(via, loop_kind, capfd, request):
     """A task still waiting on a bridged call when its loop is closed
     directly (no asyncio.run() to cancel it first): the result arrives
-    later and is dropped quietly."""
-    from conftest import new_loop
+    later and is dropped quietly.
 
+    pyo3-async-runtimes prints "Event loop is closed" here on the stock
+    loop and uvloop (a strict expected failure), but not on rloop, whose
+    closed loop accepts call_soon_threadsafe without raising: it still
+    schedules on the closed loop there, which the racing test above
+    records."""
+    if via == THEIRS and loop_kind != "rloop":
+        reason = "its completion calls call_soon_threadsafe on the closed loop"
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
     loop = new_loop(loop_kind)
 
     async def waiter():
@@ -131,13 +142,12 @@ def test_result_after_the_loop_closed_under_a_waiting_task(via, loop_kind, capfd
 # -- (b) interpreter exit with tokio tasks still running (#40) --------------
 
 EXIT = """
-import asyncio, sys
+import asyncio, importlib, sys
 from rustasync import _rustasync as m
 
 via, kind = sys.argv[1], sys.argv[2]
-if kind == "uvloop":
-    import uvloop
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+if kind != "asyncio":
+    asyncio.set_event_loop_policy(importlib.import_module(kind).EventLoopPolicy())
 state = {i: str(i) for i in range(200_000)}  # for the interpreter to free at exit
 keep = []
 
@@ -162,7 +172,7 @@ asyncio.run(main())
 
 
 def test_interpreter_exit_with_tokio_tasks_still_running():
-    """20 interpreters (half on uvloop) exit while bridged futures finish,
+    """20 interpreters (taking the loops under test in turn) exit while bridged futures finish,
     are cancelled, still sleep on tokio, or attach to the interpreter from
     their tokio workers: every one exits with status 0, within its time
     limit, printing nothing.
@@ -175,7 +185,7 @@ def test_interpreter_exit_with_tokio_tasks_still_running():
     futures at exit, so the ones attaching on their own do not print
     PyO3's "interpreter is not initialized" panic either."""
     for i in range(20):
-        kind = "uvloop" if i % 2 else "asyncio"
+        kind = LOOP_KINDS[i % len(LOOP_KINDS)]
         p = python(EXIT, OURS, kind, timeout=20)
         assert (p.returncode, p.stderr) == (0, ""), (i, kind, p.returncode, p.stderr[-2000:])
 

@@ -15,6 +15,7 @@ import gc
 import inspect
 import pickle
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
@@ -525,14 +526,169 @@ def test_served_pickle_loads_in_a_process_without_install(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "state",
-    [None, (), ([1], -1, False, None), ((1,), 0, False, None), ([1], 0, False, "dict")],
+    ("field", "value", "error"),
+    [
+        ("items", 3, TypeError),
+        ("unfinished", -1, ValueError),
+        ("unfinished", "2", ValueError),
+        ("maxsize", "2", TypeError),
+    ],
 )
-def test_bad_state_is_a_type_error(state):
-    q = rustasync.Queue()
-    with pytest.raises(TypeError, match="state must be"):
-        q.__setstate__(state)
-    assert q.qsize() == 0
+def test_bad_rebuild_arguments_are_named(field, value, error):
+    from rustasync._rustasync import _rebuild_queue
+
+    args = {"maxsize": 0, "items": [1], "unfinished": 1}
+    args[field] = value
+    with pytest.raises(error, match=field):
+        _rebuild_queue(
+            rustasync.Queue, (), {}, shutdown=False, waiters=(), loops=(None, None), **args
+        )
+
+
+def test_restore_refuses_a_queue_in_use(run):
+    from rustasync._rustasync import _restore_queue
+
+    async def body():
+        q = rustasync.Queue()
+        getter = asyncio.create_task(q.get())
+        await asyncio.sleep(0)
+        with pytest.raises(TypeError, match="wait on"):
+            _restore_queue(q, 0, [1], 1, False)
+        q.put_nowait(2)
+        return await getter
+
+    assert run(body()) == 2
+
+
+# -- copying subclasses: rustasync's classes against asyncio's --------------------------------
+
+
+def _subclass_cases(base: type) -> dict[str, Any]:
+    class Slotted(base):
+        __slots__ = ("a",)
+
+    class Named(base):
+        def __new__(cls, name, maxsize=0):
+            return super().__new__(cls) if base is asyncio.Queue else super().__new__(cls, maxsize)
+
+        def __init__(self, name, maxsize=0):
+            if base is asyncio.Queue:  # rustasync's take maxsize in __new__
+                super().__init__(maxsize)
+            self.name = name
+
+        def __getnewargs__(self):
+            return (self.name, self.maxsize)
+
+    class Locked(base):
+        def __new__(cls):
+            return super().__new__(cls) if base is asyncio.Queue else super().__new__(cls, 3)
+
+        def __init__(self):
+            if base is asyncio.Queue:
+                super().__init__(3)
+            self.lock = threading.Lock()
+
+        def __getstate__(self):
+            state = dict(vars(self))
+            del state["lock"]
+            return state
+
+        def __setstate__(self, state):
+            vars(self).update(state)
+            self.lock = threading.Lock()
+
+    for cls in (Slotted, Named, Locked):
+        # Reachable by name, so pickle can find the local classes.
+        cls.__qualname__ = f"_{cls.__name__}_{base.__module__.replace('.', '_')}"
+        globals()[cls.__qualname__] = cls
+    slotted = Slotted(2)
+    slotted.a = 5
+    named = Named("jobs", 3)
+    locked = Locked()
+    for q in (slotted, named, locked):
+        q.put_nowait(1)
+    return {"slotted": slotted, "named": named, "locked": locked}
+
+
+def _look(q) -> tuple[Any, ...]:
+    extra = [getattr(q, k, None) for k in ("a", "name")]
+    return (type(q).__name__, q.maxsize, q.qsize(), *extra, hasattr(q, "lock"))
+
+
+@pytest.mark.parametrize("case", ["slotted", "named", "locked"])
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+def test_subclass_copies_keep_what_asyncio_keeps(case, how):
+    def go(base: type) -> tuple[Any, ...]:
+        q = _subclass_cases(base)[case]
+        if how == "copy":
+            other = copy.copy(q)
+        elif how == "deepcopy":
+            other = copy.deepcopy(q)
+        else:
+            other = pickle.loads(pickle.dumps(q))
+        return _look(other)
+
+    assert go(rustasync.Queue) == go(asyncio.Queue)
+
+
+def test_copyreg_registration_is_honoured():
+    import copyreg
+
+    calls = []
+
+    def reducer(q):
+        calls.append(type(q).__name__)
+        return (type(q), (7,))
+
+    for cls in (asyncio.Queue, rustasync.Queue):
+        copyreg.pickle(cls, reducer)
+        try:
+            assert copy.copy(cls()).maxsize == 7
+        finally:
+            del copyreg.dispatch_table[cls]
+    assert calls == ["Queue", "Queue"]
+
+
+def test_asyncio_pickles_load_under_install():
+    stock = asyncio.PriorityQueue(4)
+    for x in (3, 1, 2):
+        stock.put_nowait(x)
+    stock.get_nowait()
+    stock.tag = "t"
+    data = pickle.dumps(stock)
+    with rustasync.installed():
+        q = pickle.loads(data)
+        assert isinstance(q, rustasync.PriorityQueue)
+        assert (q.maxsize, q.tag, q.qsize()) == (4, "t", 2)
+        assert [q.get_nowait(), q.get_nowait()] == [2, 3]
+        assert not any(k.startswith("_") for k in vars(q))
+        q.task_done()
+        q.task_done()
+        q.task_done()
+        with pytest.raises(ValueError):
+            q.task_done()
+
+
+def test_first_lookups_of_served_classes_agree_across_threads():
+    import subprocess
+
+    code = """
+import sys, threading, pickle, asyncio, rustasync, rustasync._install as inst
+sys.setswitchinterval(1e-6)
+got, barrier = [], threading.Barrier(8)
+def look():
+    barrier.wait()
+    got.append(getattr(inst, "Queue"))
+threads = [threading.Thread(target=look) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert len({id(c) for c in got}) == 1, got
+with rustasync.installed():
+    assert asyncio.Queue is got[0]
+    pickle.dumps(asyncio.Queue())
+"""
+    for _ in range(5):
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_weakly_referenced_queue_is_collected():

@@ -35,10 +35,9 @@ PRELUDE = textwrap.dedent(
         sleep, gather, Queue = asyncio.sleep, asyncio.gather, asyncio.Queue
 
     def new_loop():
-        if LOOP == "uvloop":
-            import uvloop
-            return uvloop.new_event_loop()
-        return asyncio.new_event_loop()
+        if LOOP == "asyncio":
+            return asyncio.new_event_loop()
+        return __import__(LOOP).new_event_loop()
 
     async def pending_work():
         q, full, unfinished = Queue(), Queue(1), Queue()
@@ -170,10 +169,12 @@ SIGINT_MAIN = {
 
 def interrupted(body: str, impl: str, loop_kind: str):
     script = PRELUDE + textwrap.dedent(body) + "\nasyncio.run(main(), debug=False)\n"
-    if loop_kind == "uvloop":
+    if loop_kind != "asyncio":
         script = script.replace(
             "asyncio.run(main(), debug=False)",
-            "import uvloop\nuvloop.run(main())",
+            f"import {loop_kind}\n"
+            f"with asyncio.Runner(loop_factory={loop_kind}.new_event_loop) as r:\n"
+            "    r.run(main())",
         )
     p = subprocess.Popen(
         [sys.executable, "-c", script, impl, loop_kind],

@@ -20,7 +20,8 @@ import weakref
 from typing import Any
 
 import pytest
-from conftest import new_loop
+from _loops import RLOOP_CLOSE_KEEPS_CALLBACKS, RLOOP_INFINITE_TIMER, skip_on_rloop
+from conftest import LOOP_KINDS, new_loop
 
 import rustasync
 from rustasync import _rustasync as _ra
@@ -108,10 +109,11 @@ def test_unreferenced_task_awaiting_other_thread_survives_gc(backend, run) -> No
 
 
 @pytest.mark.parametrize("how", ["sleep", "gather"])
-def test_task_parked_in_sleep_inf_survives_gc(impl, run, how) -> None:
+def test_task_parked_in_sleep_inf_survives_gc(impl, run, how, loop_kind) -> None:
     """`await sleep(math.inf)` (or `gather(sleep(math.inf))`) with no other
     reference to the task: stock keeps it through the loop's
     `call_later(inf)` handle."""
+    skip_on_rloop(loop_kind, RLOOP_INFINITE_TIMER)
 
     async def main():
         state: list[str] = []
@@ -189,6 +191,7 @@ def test_cancelled_sleeps_do_not_accumulate(impl) -> None:
 
 
 def test_item_sent_to_receiver_of_closed_loop_is_not_lost(loop_kind) -> None:
+    skip_on_rloop(loop_kind, RLOOP_CLOSE_KEEPS_CALLBACKS)
     ch: rustasync.Channel[str] = rustasync.Channel()
     loop = new_loop(loop_kind)
     task = loop.create_task(ch.recv())
@@ -300,11 +303,7 @@ warnings.simplefilter("ignore")
 import rustasync
 from rustasync import _rustasync as _ra
 kind, impl = sys.argv[1], sys.argv[2]
-if kind == "uvloop":
-    import uvloop
-    new_loop = uvloop.new_event_loop
-else:
-    new_loop = asyncio.new_event_loop
+new_loop = asyncio.new_event_loop if kind == "asyncio" else __import__(kind).new_event_loop
 
 def fds():
     return len(os.listdir("/proc/self/fd"))
@@ -389,7 +388,7 @@ def _accounting(kind: str, impl: str) -> tuple[int, int, bool, str]:
     return int(alive), int(fd_growth), constant == "True", out.stdout
 
 
-@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("kind", LOOP_KINDS)
 def test_loops_collected_and_fds_constant(kind) -> None:
     """100 dropped, unclosed loops that used sleep, gather, Queue, Channel and
     the bridge: as many are collected, and as few fds kept, as with stock
@@ -504,11 +503,7 @@ import asyncio, sys, warnings
 warnings.simplefilter("ignore")
 import rustasync
 kind, n = sys.argv[1], int(sys.argv[2])
-if kind == "uvloop":
-    import uvloop
-    new_loop = uvloop.new_event_loop
-else:
-    new_loop = asyncio.new_event_loop
+new_loop = asyncio.new_event_loop if kind == "asyncio" else __import__(kind).new_event_loop
 ch = rustasync.Channel()
 a = new_loop()
 ts = [a.create_task(ch.recv()) for _ in range(n)]
@@ -521,10 +516,11 @@ print(ch.recv_nowait(), ch.stats()["waiting_receivers"])
 """
 
 
-@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("kind", LOOP_KINDS)
 def test_many_receivers_on_a_closed_loop_give_item_back_without_recursion(kind) -> None:
     """50,000 receivers left on a closed loop: the item passes along them to
     the channel without one stack frame per receiver (was a SIGSEGV)."""
+    skip_on_rloop(kind, RLOOP_CLOSE_KEEPS_CALLBACKS)
     out = subprocess.run(
         [sys.executable, "-c", _DEAD_RECEIVERS, kind, "50000"],
         capture_output=True,
@@ -538,6 +534,7 @@ def test_many_receivers_on_a_closed_loop_give_item_back_without_recursion(kind) 
 def test_tokio_sender_to_receiver_of_closed_loop_loses_nothing(loop_kind) -> None:
     """A tokio worker cannot ask whether a loop is closed; closing the loop
     itself (its reader goes) marks the loop's waker dead."""
+    skip_on_rloop(loop_kind, RLOOP_CLOSE_KEEPS_CALLBACKS)
     ch: rustasync.Channel[int] = rustasync.Channel()
     a, b = new_loop(loop_kind), new_loop(loop_kind)
     try:
@@ -571,6 +568,7 @@ async def _await_rust_yield() -> None:
 
 def test_sender_parked_on_closed_loop_passes_its_permit_on(loop_kind) -> None:
     """(asyncio.Queue belongs to one loop: there is no stock equivalent.)"""
+    skip_on_rloop(loop_kind, RLOOP_CLOSE_KEEPS_CALLBACKS)
     q: rustasync.Channel[object] = rustasync.Channel(1)
     put, put_nowait, get_nowait = q.send, q.send_nowait, q.recv_nowait
     put_nowait("first")

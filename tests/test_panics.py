@@ -17,6 +17,7 @@ import sys
 import textwrap
 
 import pytest
+from _loops import RLOOP_HANDLER_SIGNATURE, skip_on_rloop
 from _tally import TALLY
 
 import rustasync
@@ -56,7 +57,8 @@ def test_panic_in_method_call() -> None:
     injected(3)
 
 
-def test_panic_in_loop_callback_goes_to_the_exception_handler(run) -> None:
+def test_panic_in_loop_callback_goes_to_the_exception_handler(run, loop_kind) -> None:
+    skip_on_rloop(loop_kind, RLOOP_HANDLER_SIGNATURE)
     seen: list[dict] = []
     hook = ext._PanicOnCall()
 

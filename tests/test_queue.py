@@ -953,3 +953,32 @@ def test_rust_second_thread_gets_runtime_error_not_deadlock():
     t.join(5)
     assert seen and "busy" in seen[0]
     assert q.qsize() == 2
+
+
+def test_item_freed_when_consumer_drops_it(impl, arun):
+    # On 3.12+ a value reaches `await` inside a StopIteration that rustasync
+    # recycles; the item must still go as soon as the consumer drops it.
+    import weakref
+
+    class Item:
+        pass
+
+    async def main():
+        q = impl.Queue()
+        for waiting in (False, True):
+            item = Item()
+            ref = weakref.ref(item)
+            if waiting:
+                asyncio.get_running_loop().call_soon(q.put_nowait, item)
+            else:
+                q.put_nowait(item)
+            del item
+            got = await q.get()
+            assert ref() is got
+            del got
+            assert ref() is None
+            await q.put(Item())
+            await q.get()
+            assert q.empty()
+
+    arun(main)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from _loops import LOOP_KINDS
 from _programs import python
 
 import rustasync
@@ -357,22 +358,49 @@ def test_run_serves_rustasync_to_the_script(tmp_path) -> None:
     assert out.lines == ["True True", "True", "True True", "['a', 'b']"]
 
 
-def test_run_on_uvloop(tmp_path) -> None:
+@pytest.mark.parametrize("loop", [k for k in LOOP_KINDS if k != "asyncio"])
+def test_run_on_another_loop(tmp_path, loop) -> None:
+    """asyncio.run(), asyncio.Runner() and asyncio.new_event_loop() make the
+    chosen loop, with asyncio's default policy left alone (policies are
+    deprecated from 3.14: -W error would turn a use into an error)."""
     prog = script(
         tmp_path,
         """
-        import asyncio
+        import asyncio, sys
+
+        def kind():
+            return type(asyncio.get_running_loop()).__module__.split(".")[0]
 
         async def main():
             await asyncio.sleep(0.01)
-            print(type(asyncio.get_running_loop()).__module__.split(".")[0])
+            return kind()
 
-        asyncio.run(main())
+        print(asyncio.run(main()))
+        with asyncio.Runner() as runner:
+            print(runner.run(main()))
+        loop = asyncio.new_event_loop()
+        print(loop.run_until_complete(main()))
+        loop.close()
+        if sys.version_info < (3, 14):
+            print(type(asyncio.get_event_loop_policy()).__module__)
+        else:
+            print("asyncio.unix_events")
         """,
     )
-    out = python("-m", "rustasync", "run", "--loop", "uvloop", str(prog), timeout=60)
+    out = python("-W", "error", "-m", "rustasync", "run", "--loop", loop, str(prog), timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.lines == ["uvloop"]
+    assert out.lines == [loop, loop, loop, "asyncio.unix_events"]
+
+
+def test_run_path_restores_new_event_loop(tmp_path) -> None:
+    from rustasync import _runner
+
+    before = asyncio.new_event_loop, asyncio.events.new_event_loop
+    loops = _runner.run_path(
+        script(tmp_path, "import asyncio\nasyncio.run(asyncio.sleep(0))\n"), virtual_time=True
+    )
+    assert [type(lp) for lp in loops] == [rustasync.VirtualTimeLoop]
+    assert (asyncio.new_event_loop, asyncio.events.new_event_loop) == before
 
 
 def test_run_module(tmp_path) -> None:
@@ -461,6 +489,7 @@ def test_run_system_exit_with_rustasync_installed(tmp_path) -> None:
         ["run"],
         ["run", "--loop", "trio", "x.py"],
         ["run", "--virtual-time", "--loop", "uvloop", "x.py"],
+        ["run", "--virtual-time", "--loop", "rloop", "x.py"],
         ["frobnicate"],
     ],
 )

@@ -11,6 +11,7 @@ import sys
 import warnings
 
 import pytest
+from _loops import RLOOP_INFINITE_TIMER, skip_on_rloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -202,7 +203,9 @@ def test_taskgroup_and_asyncio_gather(impl, run):
     assert run(main()) == ("a", "b", [1, 2])
 
 
-def test_inf_sleeps_until_cancelled(impl, run):
+def test_inf_sleeps_until_cancelled(impl, run, loop_kind):
+    skip_on_rloop(loop_kind, RLOOP_INFINITE_TIMER)
+
     async def main():
         t = asyncio.get_running_loop().create_task(impl.sleep(math.inf))
         await asyncio.sleep(0.01)

@@ -1,9 +1,9 @@
 """python -m rustasync: run asyncio programs on rustasync, demo, bench, stress.
 
-python -m rustasync run [--loop uvloop] [--virtual-time] SCRIPT.py [ARGS...]
+python -m rustasync run [--loop uvloop|rloop] [--virtual-time] SCRIPT.py [ARGS...]
 python -m rustasync run [...] -m MODULE [ARGS...]
 python -m rustasync demo [--real-time] [--fast] [--plot FILE.png]
-python -m rustasync bench [--quick] [--loops asyncio uvloop] [...]
+python -m rustasync bench [--quick] [--loops asyncio uvloop rloop] [--pythons all] [...]
 python -m rustasync stress [--seconds N] [...]
 """
 
@@ -37,14 +37,15 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
             "while asyncio.sleep, gather, Queue, LifoQueue and PriorityQueue are served by "
             "rustasync."
         ),
-        usage="%(prog)s [-h] [--loop {asyncio,uvloop}] [--virtual-time] [--stock] "
+        usage="%(prog)s [-h] [--loop {asyncio,uvloop,rloop}] [--virtual-time] [--stock] "
         "(SCRIPT | -m MODULE) [ARGS ...]",
     )
     run.add_argument(
         "--loop",
-        choices=("asyncio", "uvloop"),
+        choices=("asyncio", "uvloop", "rloop"),
         default="asyncio",
-        help="event loop the program's asyncio.run() creates (default: asyncio's own)",
+        help="event loop the program's asyncio.run() and asyncio.new_event_loop() create "
+        "(default: asyncio's own)",
     )
     run.add_argument(
         "--virtual-time",
@@ -130,10 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_parser.error("the following argument is required: SCRIPT (or -m MODULE)")
         if ns.virtual_time and ns.loop != "asyncio":
             run_parser.error(
-                "--virtual-time needs the asyncio loop (uvloop's clock cannot be replaced)"
+                f"--virtual-time needs the asyncio loop ({ns.loop}'s clock cannot be replaced)"
             )
-        if ns.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
-            run_parser.error("--loop uvloop: uvloop is not installed")
+        if ns.loop != "asyncio" and importlib.util.find_spec(ns.loop) is None:
+            run_parser.error(f"--loop {ns.loop}: {ns.loop} is not installed")
         from . import _runner
 
         return _runner.main(

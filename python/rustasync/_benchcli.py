@@ -7,6 +7,14 @@ pyo3-async-runtimes: future_into_py and into_future). Each suite validates
 its results before timing and reports medians of interleaved rounds and the
 ratio stock time / rustasync time (above 1: rustasync is faster). The peers come with
 pip install rustasync[bench].
+
+--matrix runs the matrix instead: the queue, sleep and gather workloads with
+rustasync and with stock asyncio code on asyncio's loop, uvloop and rloop,
+and the queue peers, every cell a ratio to stock asyncio on asyncio's loop.
+--pythons runs that matrix on several interpreters (all: every CPython 3.11+
+found as python3.X on PATH or by pyenv), building rustasync for each from a
+checkout into its own virtual environment (make bench-matrix); one Markdown
+table per Python.
 """
 
 from __future__ import annotations
@@ -36,9 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--loops",
         nargs="+",
-        default=["asyncio"],
-        choices=["asyncio", "uvloop"],
-        help="event loops to run every workload on (default: asyncio)",
+        default=None,
+        choices=["asyncio", "uvloop", "rloop"],
+        help="event loops to run every workload on (default: asyncio; with --matrix, "
+        "every one installed)",
     )
     p.add_argument(
         "--only",
@@ -49,6 +58,30 @@ def _parser() -> argparse.ArgumentParser:
         help=f"suites to run, among {', '.join(SUITES)} (default: all)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' = stdout)")
+    p.add_argument(
+        "--matrix",
+        action="store_true",
+        help="the matrix of loops and peers (one table) instead of the suites",
+    )
+    p.add_argument(
+        "--pythons",
+        nargs="+",
+        metavar="PYTHON",
+        help="run the matrix on these interpreters ('all': every CPython 3.11+ found)",
+    )
+    p.add_argument(
+        "--source",
+        default=".",
+        metavar="DIR",
+        help="with --pythons: the checkout to build rustasync from (default: .)",
+    )
+    p.add_argument(
+        "--envs",
+        default=".venv-bench",
+        metavar="DIR",
+        help="with --pythons: where the per-Python venvs, wheels and builds go "
+        "(default: .venv-bench)",
+    )
     return p
 
 
@@ -61,8 +94,8 @@ def _suite_argv(suite: str, loop: str, args: argparse.Namespace) -> list[str]:
     argv = ["--reps", str(args.rounds)] + (["--quick"] if args.quick else [])
     if suite == "queue":
         argv += ["--loop", loop]
-    elif loop == "uvloop":
-        argv.append("--uvloop")
+    elif loop != "asyncio":
+        argv.append(f"--{loop}")
     return argv
 
 
@@ -74,10 +107,9 @@ def _run_suite(suite: str, mod: Any, args: argparse.Namespace) -> list[Any]:
 
     out: list[Any] = []
     for loop in args.loops:
-        if loop == "uvloop" and suite != "queue":
-            import uvloop
-
-            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        if loop != "asyncio" and suite != "queue":
+            # The channel suite makes its loops with asyncio.new_event_loop().
+            asyncio.set_event_loop_policy(importlib.import_module(loop).EventLoopPolicy())
         try:
             for row in mod.run(mod.parse_args(_suite_argv(suite, loop, args))):
                 out.append({**row, "loop": loop})
@@ -107,10 +139,46 @@ def _tables(harness: Any, rows: list[dict[str, Any]]) -> str:
     return "\n\n".join(parts)
 
 
+def _matrix(args: argparse.Namespace) -> int:
+    from ._benchmarks import matrix
+
+    if args.pythons:
+        from ._benchmarks import pythons
+
+        if args.pythons == ["all"]:
+            found = pythons.discover()
+        else:
+            found = []
+            for exe in args.pythons:
+                info = pythons._probe(exe)
+                if info is None:
+                    _parser().error(f"--pythons: {exe} does not run, or cannot make a venv")
+                found.append((f"{info[0][0]}.{info[0][1]}", info[2]))
+        print("Pythons: " + ", ".join(f"{v} ({exe})" for v, exe in found), file=sys.stderr)
+        child = ["--rounds", str(args.rounds)] + (["--quick"] if args.quick else [])
+        if args.loops:
+            child += ["--loops", *args.loops]
+        results = pythons.run_all(found, Path(args.source), Path(args.envs), child)
+    else:
+        results = [matrix.run(args.loops, args.rounds, args.quick)]
+    document = results if args.pythons else results[0]
+    if args.json == "-":
+        json.dump(document, sys.stdout, indent=2)
+        print()
+        return 0
+    if args.json:
+        Path(args.json).write_text(json.dumps(document, indent=2))
+    print("\n\n".join(matrix.table(r) for r in results))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.rounds < 1:
         _parser().error("--rounds must be at least 1")
+    if args.matrix or args.pythons:
+        return _matrix(args)
+    args.loops = args.loops or ["asyncio"]
     harness = importlib.import_module("rustasync._benchmarks.harness")
     rows: list[dict[str, Any]] = []
     printed: list[str] = []

@@ -133,6 +133,46 @@ def _dual(ours: Any, stock_fn: Callable[..., Any], stock: type) -> Callable[...,
     return functools.wraps(stock_fn)(method)
 
 
+# Guards the making of served classes (install() and a first unpickling may
+# race); separate from `_lock`, which install() holds while it calls in.
+_classes_lock = threading.Lock()
+
+# What asyncio's queues keep in their instance `__dict__`; a pickle made by
+# asyncio carries these, and the served classes load them into Rust.
+_STOCK_FIELDS = frozenset(
+    ("_maxsize", "_getters", "_putters", "_unfinished_tasks", "_finished", "_queue")
+    + ("_is_shutdown", "_loop")
+)
+
+
+def _served_setstate(self: Any, state: Any) -> None:
+    """Apply a `__getstate__()` state, or the state of an asyncio queue.
+
+    Pickles made by asyncio name `asyncio.queues.Queue`, which is the served
+    class while rustasync is installed; their state is asyncio's instance
+    `__dict__`, which is loaded into the Rust queue here.
+    """
+    slots = None
+    if isinstance(state, tuple) and len(state) == 2:
+        state, slots = state
+    if isinstance(state, dict) and "_queue" in state and "_unfinished_tasks" in state:
+        from ._rustasync import _restore_queue
+
+        _restore_queue(
+            self,
+            state.get("_maxsize", 0),
+            list(state["_queue"]),
+            state["_unfinished_tasks"],
+            bool(state.get("_is_shutdown", False)),
+        )
+        state = {k: v for k, v in state.items() if k not in _STOCK_FIELDS}
+    if state:
+        vars(self).update(state)
+    if slots:
+        for key, value in slots.items():
+            setattr(self, key, value)
+
+
 def served_queue_class(ours: type, stock: type) -> type:
     """The class `install()` serves in place of the asyncio queue `stock`.
 
@@ -140,33 +180,35 @@ def served_queue_class(ours: type, stock: type) -> type:
     weak references (as asyncio's queues have), under `ServedQueueMeta`.
     One class per pair, so installs and uninstalls keep its identity.
     """
-    served = _SERVED.get((ours, stock))
-    if served is not None:
+    with _classes_lock:
+        served = _SERVED.get((ours, stock))
+        if served is not None:
+            return served
+        doc = (
+            f"{ours.__doc__}\n\nServed as `asyncio.{stock.__name__}` by rustasync.install(): "
+            f"a subclass of `rustasync.{ours.__name__}`; a class that subclasses it is "
+            f"built on asyncio's own `{stock.__name__}` instead."
+        )
+        ns = {
+            "__slots__": ("__dict__", "__weakref__"),
+            "__module__": __name__,
+            "__qualname__": stock.__name__,
+            "__doc__": doc,
+            "__setstate__": _served_setstate,
+        }
+        served = ServedQueueMeta(stock.__name__, (ours,), ns)
+        duals: dict[str, Callable[..., Any]] = {}
+        for klass in reversed(stock.__mro__[:-1]):
+            for name, value in vars(klass).items():
+                if isinstance(value, types.FunctionType):
+                    duals[name] = _dual(getattr(ours, name, None), value, stock)
+        _STOCK[served] = stock
+        _PAIRS[served] = (ours, stock)
+        _DUALS[served] = duals
+        _SERVED[(ours, stock)] = served
+        # Where pickle looks a class up by its module and name.
+        globals()[stock.__name__] = served
         return served
-    doc = (
-        f"{ours.__doc__}\n\nServed as `asyncio.{stock.__name__}` by rustasync.install(): "
-        f"a subclass of `rustasync.{ours.__name__}`; a class that subclasses it is "
-        f"built on asyncio's own `{stock.__name__}` instead."
-    )
-    ns = {
-        "__slots__": ("__dict__", "__weakref__"),
-        "__module__": __name__,
-        "__qualname__": stock.__name__,
-        "__doc__": doc,
-    }
-    served = ServedQueueMeta(stock.__name__, (ours,), ns)
-    duals: dict[str, Callable[..., Any]] = {}
-    for klass in reversed(stock.__mro__[:-1]):
-        for name, value in vars(klass).items():
-            if isinstance(value, types.FunctionType):
-                duals[name] = _dual(getattr(ours, name, None), value, stock)
-    _STOCK[served] = stock
-    _PAIRS[served] = (ours, stock)
-    _DUALS[served] = duals
-    _SERVED[(ours, stock)] = served
-    # Where pickle looks a class up by its module and name.
-    globals().setdefault(stock.__name__, served)
-    return served
 
 
 def __getattr__(name: str) -> Any:

@@ -6,11 +6,16 @@ the same thing as library calls. The program runs in this interpreter as
 `python SCRIPT.py` or `python -m MODULE` would give it, while `install()` is
 in effect.
 
+The loop is chosen without event loop policies (deprecated from Python
+3.14): `asyncio.new_event_loop` is served by the chosen loop's factory, which
+is what `asyncio.run()` and an `asyncio.Runner` without a `loop_factory`
+call for their loop.
+
 From the command line, nothing is undone when the program's main body
-returns: rustasync stays installed (and the chosen loop policy in place)
-through the interpreter's own shutdown, so threads still running and
-`atexit` handlers see what the main body saw. The library calls restore
-everything when they return.
+returns: rustasync stays installed (and the chosen loop in place) through
+the interpreter's own shutdown, so threads still running and `atexit`
+handlers see what the main body saw. The library calls restore everything
+when they return.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import asyncio
 import builtins
 import contextlib
 import errno
+import importlib
 import importlib.machinery
 import importlib.util
 import io
@@ -40,7 +46,7 @@ __all__ = ["LOOPS", "run", "run_module", "run_path"]
 
 _T = TypeVar("_T")
 
-LOOPS = ("asyncio", "uvloop")
+LOOPS = ("asyncio", "uvloop", "rloop")
 
 
 def _loop_factory(loop: str, virtual_time: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -48,29 +54,33 @@ def _loop_factory(loop: str, virtual_time: bool) -> Callable[[], asyncio.Abstrac
         raise ValueError(f"unknown loop {loop!r}; expected one of {', '.join(LOOPS)}")
     if virtual_time:
         if loop != "asyncio":
-            raise ValueError("virtual time needs the asyncio loop; it cannot drive uvloop's clock")
+            raise ValueError(f"virtual time needs the asyncio loop; it cannot drive {loop}'s clock")
         return VirtualTimeLoop
-    if loop == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop
+    if loop != "asyncio":
+        # uvloop and rloop each have a module-level new_event_loop().
+        factory: Callable[[], asyncio.AbstractEventLoop] = importlib.import_module(
+            loop
+        ).new_event_loop
+        return factory
     return None
 
 
-class _Policy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,valid-type]
-    """The platform's default policy, with loops made by a given factory."""
+def _serve_new_event_loop(
+    undo: contextlib.ExitStack, factory: Callable[[], asyncio.AbstractEventLoop], created: list[Any]
+) -> None:
+    """Serve `asyncio.new_event_loop` (and `asyncio.events.new_event_loop`,
+    which `asyncio.run()` and `asyncio.Runner()` call when given no
+    `loop_factory`) from `factory`; register their restoring."""
 
-    def __init__(
-        self, factory: Callable[[], asyncio.AbstractEventLoop], created: list[Any]
-    ) -> None:
-        super().__init__()
-        self._factory = factory
-        self._created = created
-
-    def new_event_loop(self) -> asyncio.AbstractEventLoop:
-        loop = self._factory()
-        self._created.append(loop)
+    def new_event_loop() -> asyncio.AbstractEventLoop:
+        loop = factory()
+        created.append(loop)
         return loop
+
+    new_event_loop.__doc__ = asyncio.events.new_event_loop.__doc__
+    for module in (asyncio, asyncio.events):
+        undo.callback(setattr, module, "new_event_loop", module.new_event_loop)
+        module.new_event_loop = new_event_loop  # type: ignore[attr-defined]
 
 
 # The setup below registers its undoing on an ExitStack as plain callbacks (no
@@ -81,13 +91,11 @@ class _Policy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,valid-type]
 def _set_environment(
     undo: contextlib.ExitStack, loop: str, virtual_time: bool, stock: bool
 ) -> list[Any]:
-    """Set up the loop policy and the replacements; register their undoing."""
+    """Set up the loop factory and the replacements; register their undoing."""
     factory = _loop_factory(loop, virtual_time)
     created: list[Any] = []
     if factory is not None:
-        previous = asyncio.get_event_loop_policy()
-        asyncio.set_event_loop_policy(_Policy(factory, created))
-        undo.callback(asyncio.set_event_loop_policy, previous)
+        _serve_new_event_loop(undo, factory, created)
     if not stock:
         install()
         undo.callback(uninstall)
@@ -226,14 +234,17 @@ def run_path(
     included, propagate.
 
     Args:
-        loop: "asyncio" (the default policy, untouched) or "uvloop".
+        loop: "asyncio" (asyncio's own loop, untouched), "uvloop" or "rloop":
+            the loop `asyncio.new_event_loop()` makes, and so the loop of
+            `asyncio.run()` and of an `asyncio.Runner` without a factory.
         virtual_time: run every event loop the program creates on a
             `VirtualTimeLoop`.
         stock: leave asyncio's own primitives in place (to compare).
 
     Returns:
         The event loops the program created, when the runner chose the loop
-        (`virtual_time` or `loop="uvloop"`); otherwise an empty list. On a
+        (`virtual_time`, or `loop` other than "asyncio"); otherwise an empty
+        list. On a
         `VirtualTimeLoop`, `loop.time()` tells the virtual time it ran for.
 
     Raises:
@@ -346,7 +357,7 @@ def main(
 ) -> int:
     """`python -m rustasync run`: the exit status when the program returns.
 
-    Nothing is undone afterwards: rustasync stays installed, the loop policy
+    Nothing is undone afterwards: rustasync stays installed, the chosen loop
     in place and the program's `__main__`, `sys.argv` and `sys.path` as they
     are, through the interpreter's shutdown (joining non-daemon threads,
     `atexit` handlers), as for `python SCRIPT.py`.

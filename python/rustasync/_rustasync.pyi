@@ -346,6 +346,21 @@ _R = TypeVar("_R", covariant=True)
 class QueueShutDown(Exception):
     """asyncio.QueueShutDown on Python 3.13+; an equivalent class before."""
 
+def _rebuild_queue(
+    cls: type[Queue[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any] | None,
+    maxsize: int | float,
+    items: Iterable[Any],
+    unfinished: int,
+    shutdown: bool,
+    waiters: Any,
+    loops: tuple[Any, Any],
+) -> Queue[Any]: ...
+def _restore_queue(
+    queue: Queue[Any], maxsize: int | float, items: Iterable[Any], unfinished: int, shutdown: bool
+) -> None: ...
+
 @final
 class QueueOp(Generic[_R]):
     """A pending queue operation; coroutine-like, await it."""
@@ -380,8 +395,6 @@ class Queue(Generic[_T]):
     def __aiter__(self) -> AsyncIterator[_T]: ...
     async def __anext__(self) -> _T: ...
     def __reduce__(self) -> tuple[Any, ...]: ...
-    def __setstate__(self, state: tuple[list[_T], int, bool, dict[str, Any] | None]) -> None: ...
-    def __copy__(self) -> Self: ...
 
 class LifoQueue(Queue[_T]):
     def __new__(cls, maxsize: int | float = 0) -> Self: ...

@@ -30,6 +30,7 @@
 mod cancel;
 mod children;
 mod future;
+mod graph;
 mod sleeps;
 mod state;
 #[cfg(not(Py_LIMITED_API))]
@@ -250,6 +251,7 @@ pub fn gather<'py>(
     let create_task = loop_.getattr(intern!(py, "create_task"))?;
     let ensure_future = Imports::get(py)?.ensure_future.bind(py);
     let mut done_cb: Option<Bound<'py, ChildDone>> = None;
+    let awaiter = graph::CallGraph::awaiter(&loop_)?;
     let report_done_now = py.version_info() >= (3, 12);
     let mut done_now: Vec<usize> = Vec::new();
     // Consecutive sleep arguments: one batch, scheduled where the first
@@ -319,11 +321,15 @@ pub fn gather<'py>(
                     done_now.push(index);
                     continue;
                 }
+                if let Some(task) = &awaiter {
+                    graph::CallGraph::add(py, &fut, task)?;
+                }
                 if done_cb.is_none() {
                     done_cb = Some(Bound::new(
                         py,
                         ChildDone {
                             outer: outer.clone().unbind(),
+                            awaiter: awaiter.as_ref().map(|t| t.clone().unbind()),
                         },
                     )?);
                 }

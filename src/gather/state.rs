@@ -81,11 +81,17 @@ pub(super) struct Inner {
 #[pyclass(frozen, module = "rustasync._rustasync", name = "_GatherChildDone")]
 pub(super) struct ChildDone {
     pub(super) outer: Py<GatheringFuture>,
+    /// Python 3.14+: the task that called `gather()`, which each child is
+    /// recorded as awaited by until it is done (see `graph.rs`).
+    pub(super) awaiter: Option<Py<PyAny>>,
 }
 
 #[pymethods]
 impl ChildDone {
     fn __call__(&self, py: Python<'_>, fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        if let Some(task) = &self.awaiter {
+            super::graph::CallGraph::discard(py, fut, task.bind(py))?;
+        }
         let outer = self.outer.bind(py);
         let index = outer
             .get()
@@ -102,7 +108,8 @@ impl ChildDone {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.outer)
+        visit.call(&self.outer)?;
+        visit.call(&self.awaiter)
     }
 }
 

@@ -93,6 +93,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pyqueue::PyQueue>()?;
     m.add_class::<pyqueue::PyLifoQueue>()?;
     m.add_class::<pyqueue::PyPriorityQueue>()?;
+    m.add_function(pyo3::wrap_pyfunction!(snapshot::_rebuild_queue, m)?)?;
+    m.add_function(pyo3::wrap_pyfunction!(snapshot::_restore_queue, m)?)?;
     // The methods asyncio writes `async def` answer `iscoroutinefunction`
     // as asyncio's do (and the added awaitable methods alike).
     crate::markers::mark_methods(

@@ -41,7 +41,8 @@ pub type Core = QueueCore<Py<PyAny>, Py<PyAny>>;
 )]
 pub struct PyQueue {
     core: TryLock<Core>,
-    maxsize: Py<PyAny>,
+    /// Only replaced when a copy or unpickled queue is rebuilt.
+    maxsize: std::sync::Mutex<Py<PyAny>>,
 }
 
 /// A Queue that retrieves the most recently added entries first.
@@ -77,13 +78,28 @@ fn parse_maxsize(obj: &Bound<'_, PyAny>) -> PyResult<Limit> {
 impl PyQueue {
     /// The `maxsize` given to the constructor, unchanged.
     pub fn maxsize_object(&self, py: Python<'_>) -> Py<PyAny> {
-        self.maxsize.clone_ref(py)
+        self.maxsize
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone_ref(py)
+    }
+
+    /// Give a fresh queue the `maxsize` of the one it copies. Returns the
+    /// old value, for the caller to drop with no lock held.
+    pub fn replace_maxsize(&self, maxsize: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let bound = parse_maxsize(maxsize)?;
+        self.lock()?.set_bound(bound);
+        let mut slot = self
+            .maxsize
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(std::mem::replace(&mut *slot, maxsize.clone().unbind()))
     }
 
     fn build(kind: Kind, maxsize: &Bound<'_, PyAny>) -> PyResult<Self> {
         Ok(PyQueue {
             core: TryLock::new(QueueCore::new(kind, parse_maxsize(maxsize)?)),
-            maxsize: maxsize.clone().unbind(),
+            maxsize: std::sync::Mutex::new(maxsize.clone().unbind()),
         })
     }
 
@@ -313,7 +329,7 @@ impl PyQueue {
     /// read-only). Like `asyncio.Queue.maxsize`.
     #[getter]
     fn maxsize(&self, py: Python<'_>) -> Py<PyAny> {
-        self.maxsize.clone_ref(py)
+        self.maxsize_object(py)
     }
 
     /// Number of items in the queue.
@@ -631,38 +647,28 @@ impl PyQueue {
         ))
     }
 
-    /// Pickle support (see `copy` and `pickle`). A queue that tasks are
-    /// waiting on, or that is bound to an event loop, cannot be pickled.
+    /// Copy and pickle support: `copy.copy`, `copy.deepcopy` and `pickle`
+    /// rebuild the queue with its items (a priority queue keeps its heap
+    /// layout), unfinished count, shut-down flag and `maxsize`, then apply
+    /// `__getstate__()` as for any object.
     ///
-    /// Like pickling an `asyncio.Queue`; differences: the refusal is a
-    /// TypeError naming the queue, where asyncio fails on its future or loop.
+    /// Like copying or pickling an `asyncio.Queue`; differences: a shallow
+    /// copy holds the same items but does not share storage with the
+    /// original (asyncio's shares its deque). As with asyncio's, a queue
+    /// that tasks wait on, or that is bound to an event loop, copies but
+    /// does not pickle or deep-copy: the waiting futures and the loop
+    /// cannot be.
     ///
     /// Raises:
-    ///     TypeError: tasks are waiting on the queue, or it is bound to a loop.
+    ///     RuntimeError: the queue is in use by another thread.
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         super::snapshot::reduce(slf)
     }
 
-    /// Restore the state `__reduce__` saved (items, unfinished count,
-    /// shut-down flag, instance `__dict__`).
-    ///
-    /// Raises:
-    ///     TypeError: state is not such a tuple.
-    fn __setstate__(slf: &Bound<'_, Self>, state: &Bound<'_, PyAny>) -> PyResult<()> {
-        super::snapshot::setstate(slf, state)
-    }
-
-    /// `copy.copy(q)`: a new queue of the same class holding the same items,
-    /// unfinished count, shut-down flag, loop binding and `__dict__` entries.
-    ///
-    /// Like `copy.copy` of an `asyncio.Queue`; differences: asyncio's copy
-    /// shares its item deque with the original, this one is a snapshot.
-    fn __copy__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        super::snapshot::copy(slf)
-    }
-
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.maxsize)?;
+        if let Ok(maxsize) = self.maxsize.try_lock() {
+            visit.call(&*maxsize)?;
+        }
         let Some(core) = self.core.try_lock() else {
             return Ok(());
         };
@@ -698,7 +704,7 @@ impl PyQueue {
     fn format(slf: &Bound<'_, Self>) -> PyResult<String> {
         let py = slf.py();
         let me = slf.get();
-        let mut out = format!("maxsize={}", me.maxsize.bind(py).repr()?);
+        let mut out = format!("maxsize={}", me.maxsize_object(py).bind(py).repr()?);
         let (items, getters, putters, tasks, shutdown) = {
             let core = me.lock()?;
             let items: Vec<Py<PyAny>> = core.items().into_iter().map(|x| x.clone_ref(py)).collect();

@@ -1,154 +1,195 @@
 //! Copying and pickling a queue.
 //!
-//! asyncio's queues copy and pickle through their instance `__dict__`. Here
-//! the same state (items in storage order, the unfinished-task count, the
-//! shut-down flag, and a subclass's or served class's `__dict__`) is taken
-//! out of the Rust core:
+//! asyncio's queues copy and pickle through their instance `__dict__`
+//! (`copyreg.__newobj__(cls)` plus the dict as state). Here the queue's own
+//! state lives in Rust, so `__reduce__` gives
+//! `(_rebuild_queue, (cls, args, kwargs, maxsize, items, unfinished, shutdown,
+//! loops, waiters), self.__getstate__())`:
 //!
-//! * `copy.copy(q)` gives a new queue holding the same items, count, flag
-//!   and loop binding. asyncio's shallow copy shares its deque with the
-//!   original; a Rust queue cannot alias its storage, so the copy is a
-//!   snapshot: later puts on one are not seen by the other.
-//! * `pickle` and `copy.deepcopy` go through `__reduce__`, which refuses a
-//!   queue that tasks are waiting on or that is bound to an event loop, as
-//!   asyncio's fail to pickle their futures or loop.
+//! * `cls.__new__(cls, *args, **kwargs)` makes the new queue, with the
+//!   arguments `__getnewargs_ex__`/`__getnewargs__` give (none by default,
+//!   as for asyncio's queues), and the Rust state is put into it;
+//! * the state is whatever `__getstate__()` returns (instance `__dict__`,
+//!   slots, or a subclass's own choice), applied by `copy`/`pickle` as for
+//!   any object, so `__setstate__` overrides, slots and `copyreg`
+//!   registrations work as they do on asyncio's queues;
+//! * the loops the queue is bound to and the futures waiting on it travel
+//!   in the arguments. A shallow copy keeps the binding (as asyncio's keeps
+//!   `_loop`) and ignores the waiters (a Rust queue cannot share its
+//!   waiters or items with another); pickling or deep-copying such a queue
+//!   fails on the future or the loop, exactly as asyncio's does.
 
 use super::pyqueue::PyQueue;
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 
-/// What a copy needs, taken out of the lock.
-struct Snapshot {
-    items: Vec<Py<PyAny>>,
-    unfinished: usize,
-    shutdown: bool,
-    waiting: bool,
-    loops: (Option<Py<PyAny>>, Option<Py<PyAny>>),
-}
-
-impl Snapshot {
-    fn take(q: &PyQueue, py: Python<'_>) -> PyResult<Snapshot> {
-        let core = q.lock()?;
-        Ok(Snapshot {
-            items: core.items().into_iter().map(|x| x.clone_ref(py)).collect(),
-            unfinished: core.unfinished,
-            shutdown: core.shutdown,
-            waiting: !(core.getters.is_empty()
-                && core.putters.is_empty()
-                && core.joiners.is_empty()),
-            loops: (
-                core.loop_.as_ref().map(|l| l.clone_ref(py)),
-                core.join_loop.as_ref().map(|l| l.clone_ref(py)),
-            ),
-        })
+/// The arguments `__reduce__` gives to `cls.__new__`.
+fn new_args<'py>(slf: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let py = slf.py();
+    let cls = slf.get_type();
+    if cls.hasattr(intern!(py, "__getnewargs_ex__"))? {
+        let pair = slf.call_method0(intern!(py, "__getnewargs_ex__"))?;
+        return pair.extract().map_err(|_| {
+            PyTypeError::new_err("__getnewargs_ex__ should return a tuple (args, kwargs)")
+        });
     }
-
-    /// Put this state into `q`; what it held before is dropped after the
-    /// lock is released.
-    fn restore(self, q: &PyQueue) -> PyResult<()> {
-        let old = {
-            let mut core = q.lock()?;
-            let items = core.set_items(self.items);
-            core.unfinished = self.unfinished;
-            core.shutdown = self.shutdown;
-            let loop_ = std::mem::replace(&mut core.loop_, self.loops.0);
-            let join_loop = std::mem::replace(&mut core.join_loop, self.loops.1);
-            (items, loop_, join_loop)
-        };
-        drop(old);
-        Ok(())
-    }
+    let args = if cls.hasattr(intern!(py, "__getnewargs__"))? {
+        slf.call_method0(intern!(py, "__getnewargs__"))?
+    } else {
+        PyTuple::empty(py).into_any()
+    };
+    Ok((args, PyDict::new(py).into_any()))
 }
 
-/// The instance `__dict__`, if the class gives its instances one.
-fn instance_dict<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyDict>>> {
-    match obj.getattr(pyo3::intern!(obj.py(), "__dict__")) {
-        Ok(d) => Ok(Some(d.cast_into::<PyDict>()?)),
-        Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py()) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// `copyreg.__newobj__`: rebuild with `cls.__new__(cls, maxsize)`, without
-/// running a subclass's `__init__` (as the default reduction does).
-fn newobj(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    static NEWOBJ: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    NEWOBJ.import(py, "copyreg", "__newobj__")
-}
-
-/// `q.__reduce__()`: `(copyreg.__newobj__, (cls, maxsize), state)`.
+/// `q.__reduce__()`: see the module documentation.
 pub fn reduce<'py>(slf: &Bound<'py, PyQueue>) -> PyResult<Bound<'py, PyTuple>> {
     let py = slf.py();
-    let snap = Snapshot::take(slf.get(), py)?;
-    let name = slf.get_type().name()?;
-    if snap.waiting {
-        return Err(PyTypeError::new_err(format!(
-            "cannot pickle '{name}' object: tasks are waiting on it"
-        )));
-    }
-    if snap.loops.0.is_some() || snap.loops.1.is_some() {
-        return Err(PyTypeError::new_err(format!(
-            "cannot pickle '{name}' object: it is bound to an event loop"
-        )));
-    }
-    let dict = instance_dict(slf.as_any())?;
-    let state = (
-        PyList::new(py, snap.items)?,
-        snap.unfinished,
-        snap.shutdown,
-        dict,
-    );
-    let args = (slf.get_type(), slf.get().maxsize_object(py));
-    (newobj(py)?, args, state).into_pyobject(py)
-}
-
-/// What `__reduce__` saves: items, unfinished count, shut-down flag, dict.
-type State<'py> = (Bound<'py, PyList>, usize, bool, Option<Bound<'py, PyDict>>);
-
-/// `q.__setstate__(state)`, the state `__reduce__` gives.
-pub fn setstate(slf: &Bound<'_, PyQueue>, state: &Bound<'_, PyAny>) -> PyResult<()> {
-    let py = slf.py();
-    let parsed: PyResult<State<'_>> = state.extract();
-    let Ok((items, unfinished, shutdown, dict)) = parsed else {
-        return Err(PyTypeError::new_err(format!(
-            "state must be a tuple (list of items, unfinished count >= 0, shutdown flag, \
-             dict or None), not {}",
-            state.get_type().name()?
-        )));
+    let me = slf.get();
+    // Clones only under the lock; nothing is dropped or called there.
+    let (items, unfinished, shutdown, loops, waiters) = {
+        let core = me.lock()?;
+        let items: Vec<Py<PyAny>> = core.items().into_iter().map(|x| x.clone_ref(py)).collect();
+        let waiters: Vec<Py<PyAny>> = core
+            .getters
+            .iter()
+            .chain(&core.putters)
+            .chain(&core.joiners)
+            .map(|w| w.clone_ref(py))
+            .collect();
+        let loops = (
+            core.loop_.as_ref().map(|l| l.clone_ref(py)),
+            core.join_loop.as_ref().map(|l| l.clone_ref(py)),
+        );
+        (items, core.unfinished, core.shutdown, loops, waiters)
     };
-    let snap = Snapshot {
-        items: items.iter().map(Bound::unbind).collect(),
+    let (args, kwargs) = new_args(slf.as_any())?;
+    let state = slf.call_method0(intern!(py, "__getstate__"))?;
+    let rebuild_args = (
+        slf.get_type(),
+        args,
+        kwargs,
+        me.maxsize_object(py),
+        PyList::new(py, items)?,
         unfinished,
         shutdown,
-        waiting: false,
-        loops: (None, None),
-    };
-    snap.restore(slf.get())?;
-    if let Some(dict) = dict {
-        slf.getattr(pyo3::intern!(py, "__dict__"))?
-            .call_method1(pyo3::intern!(py, "update"), (dict,))?;
+        PyTuple::new(py, waiters)?,
+        loops,
+    );
+    (rebuild(py)?, rebuild_args, state).into_pyobject(py)
+}
+
+fn rebuild(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static REBUILD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    REBUILD.import(py, "rustasync._rustasync", "_rebuild_queue")
+}
+
+/// Put a saved state into `queue`, which must be unused (no waiters, not
+/// bound to a loop). Everything is checked before anything changes; what
+/// the queue held before is dropped after the lock is released.
+fn restore(
+    queue: &Bound<'_, PyQueue>,
+    maxsize: &Bound<'_, PyAny>,
+    items: &Bound<'_, PyAny>,
+    unfinished: &Bound<'_, PyAny>,
+    shutdown: bool,
+    loops: (Option<Py<PyAny>>, Option<Py<PyAny>>),
+) -> PyResult<()> {
+    let items: Vec<Py<PyAny>> = crate::args::iterate(items, "items")?
+        .map(|x| x.map(Bound::unbind))
+        .collect::<PyResult<_>>()?;
+    let unfinished: usize = unfinished.extract().map_err(|_| {
+        PyValueError::new_err(format!(
+            "unfinished must be an int from 0 to {}, not {}",
+            usize::MAX,
+            unfinished
+                .repr()
+                .map_or_else(|_| "?".into(), |r| r.to_string())
+        ))
+    })?;
+    let me = queue.get();
+    if me.lock()?.in_use() {
+        return Err(PyTypeError::new_err(
+            "cannot restore the state of a queue that tasks wait on or that is bound to a loop",
+        ));
     }
+    let old_maxsize = me.replace_maxsize(maxsize)?;
+    let old = {
+        let mut core = me.lock()?;
+        let items = core.set_items(items);
+        core.unfinished = unfinished;
+        core.shutdown = shutdown;
+        let loop_ = std::mem::replace(&mut core.loop_, loops.0);
+        let join_loop = std::mem::replace(&mut core.join_loop, loops.1);
+        (items, loop_, join_loop)
+    };
+    drop(old);
+    drop(old_maxsize);
     Ok(())
 }
 
-/// `copy.copy(q)`: a new queue of the same class with the same state.
-pub fn copy<'py>(slf: &Bound<'py, PyQueue>) -> PyResult<Bound<'py, PyAny>> {
-    let py = slf.py();
-    let cls = slf.get_type();
+/// Rebuild a copied or unpickled queue (what `Queue.__reduce__` names).
+///
+/// Calls `cls.__new__(cls, *args, **kwargs)` and gives the new queue the
+/// saved `maxsize`, items (in storage order), unfinished count, shut-down
+/// flag and loop binding. `waiters` is only carried so that pickling a
+/// queue with waiting tasks fails, as it does for asyncio's queues.
+///
+/// Raises:
+///     TypeError: `cls.__new__` did not return a queue, or an argument has
+///         the wrong type (the message names it).
+///     ValueError: unfinished is not an int >= 0 that fits.
+#[pyfunction]
+#[pyo3(signature = (cls, args, kwargs, maxsize, items, unfinished, shutdown, waiters, loops))]
+#[allow(clippy::too_many_arguments)]
+pub fn _rebuild_queue<'py>(
+    cls: &Bound<'py, PyType>,
+    args: &Bound<'py, PyTuple>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+    maxsize: &Bound<'py, PyAny>,
+    items: &Bound<'py, PyAny>,
+    unfinished: &Bound<'py, PyAny>,
+    shutdown: bool,
+    waiters: &Bound<'py, PyAny>,
+    loops: (Option<Py<PyAny>>, Option<Py<PyAny>>),
+) -> PyResult<Bound<'py, PyAny>> {
+    let _ = waiters;
+    let py = cls.py();
+    let mut new_args = vec![cls.clone().into_any()];
+    new_args.extend(args.iter());
     let new = cls
-        .getattr(pyo3::intern!(py, "__new__"))?
-        .call1((&cls, slf.get().maxsize_object(py)))?;
+        .getattr(intern!(py, "__new__"))?
+        .call(PyTuple::new(py, new_args)?, kwargs)?;
     let Ok(queue) = new.cast::<PyQueue>() else {
         return Err(PyTypeError::new_err(format!(
             "{}.__new__ did not return a queue",
             cls.name()?
         )));
     };
-    Snapshot::take(slf.get(), py)?.restore(queue.get())?;
-    if let (Some(from), Some(to)) = (instance_dict(slf.as_any())?, instance_dict(&new)?) {
-        to.update(from.as_mapping())?;
-    }
+    restore(queue, maxsize, items, unfinished, shutdown, loops)?;
     Ok(new)
+}
+
+/// Give an unused queue a saved state (`maxsize`, items in storage order,
+/// unfinished count, shut-down flag); used to load asyncio's own queue
+/// pickles into the classes `install()` serves.
+///
+/// Raises:
+///     TypeError: queue is not a rustasync queue, is in use, or an argument
+///         has the wrong type.
+///     ValueError: unfinished is not an int >= 0 that fits.
+#[pyfunction]
+pub fn _restore_queue(
+    queue: &Bound<'_, PyAny>,
+    maxsize: &Bound<'_, PyAny>,
+    items: &Bound<'_, PyAny>,
+    unfinished: &Bound<'_, PyAny>,
+    shutdown: bool,
+) -> PyResult<()> {
+    let queue = queue
+        .cast::<PyQueue>()
+        .map_err(|_| PyTypeError::new_err("queue must be a rustasync queue"))?;
+    restore(queue, maxsize, items, unfinished, shutdown, (None, None))
 }

@@ -137,6 +137,18 @@ impl<T, W> QueueCore<T, W> {
         }
     }
 
+    /// Change the bound (a rebuilt copy takes its original's `maxsize`).
+    pub fn set_bound(&mut self, bound: Limit) {
+        self.bound = bound;
+    }
+
+    /// Whether futures wait on the queue or it is bound to a loop.
+    pub fn in_use(&self) -> bool {
+        !(self.getters.is_empty() && self.putters.is_empty() && self.joiners.is_empty())
+            || self.loop_.is_some()
+            || self.join_loop.is_some()
+    }
+
     /// Replace the items with `items`, given in storage order (as `items()`
     /// lists them), without comparing them: a restored heap keeps the
     /// layout it was saved with, as a restored `heapq` list does.
@@ -195,7 +207,7 @@ impl<T, W> QueueCore<T, W> {
         }
         self.store_item(item, lt)
             .map_err(|(item, e)| (item, QueueError::Compare(e)))?;
-        self.unfinished += 1;
+        self.unfinished = self.unfinished.saturating_add(1);
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 """rustasync-bridge against pyo3-async-runtimes, the same Rust futures.
 
-    python benchmarks/bench_bridge.py [--reps 5] [--quick] [--uvloop] [--only ready,gather]
+    python benchmarks/bench_bridge.py [--reps 5] [--quick] [--uvloop | --rloop] [--only ready,gather]
 
 Workloads (pyo3-async-runtimes 0.30, `tokio` module, in the same process):
   ready       100,000 `await f(i)` in turn, the future ready at once
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import statistics
 import sys
 import time
@@ -217,16 +218,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only", default="", help="comma-separated workloads: ready,roundtrip,concurrent,..."
     )
     p.add_argument("--uvloop", action="store_true", help="run every loop on uvloop")
+    p.add_argument("--rloop", action="store_true", help="run every loop on rloop")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.uvloop:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    loop = "uvloop" if args.uvloop else "asyncio"
+    loop = "uvloop" if args.uvloop else "rloop" if args.rloop else "asyncio"
+    if loop != "asyncio":
+        asyncio.set_event_loop_policy(importlib.import_module(loop).EventLoopPolicy())
     print(
         f"Python {sys.version.split()[0]}, {loop} loop, {args.reps} interleaved rounds, medians\n"
     )

@@ -566,18 +566,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="10x smaller workloads")
     p.add_argument("--only", default="a,b,c,d,e", help="comma-separated workload ids")
     p.add_argument("--uvloop", action="store_true", help="run every loop on uvloop")
+    p.add_argument("--rloop", action="store_true", help="run every loop on rloop")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.uvloop:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    kind = "uvloop" if args.uvloop else "rloop" if args.rloop else "asyncio"
+    if kind != "asyncio":
+        asyncio.set_event_loop_policy(importlib.import_module(kind).EventLoopPolicy())
     print(
         f"rustasync {rustasync.__version__}, Python {sys.version.split()[0]}, "
-        f"{'uvloop' if args.uvloop else 'asyncio'} loop, {args.reps} interleaved reps, medians"
+        f"{kind} loop, {args.reps} interleaved reps, medians"
     )
     for r in run(args):
         sp = "" if r["speedup"] is None else f"{r['speedup']:8.2f}x"

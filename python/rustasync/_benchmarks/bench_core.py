@@ -237,7 +237,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--loops", nargs="+", default=["asyncio"], choices=["asyncio", "uvloop"])
+    p.add_argument(
+        "--loops", nargs="+", default=["asyncio"], choices=["asyncio", "uvloop", "rloop"]
+    )
     args = p.parse_args()
     print(table(run(args)))
 

@@ -41,6 +41,13 @@ def _rustasync(maxsize):
     return rustasync.Queue(maxsize)
 
 
+def _served(maxsize):
+    # What `asyncio.Queue(maxsize)` makes under rustasync.install().
+    from rustasync._install import served_queue_class
+
+    return served_queue_class(rustasync.Queue, asyncio.queues.Queue)(maxsize)
+
+
 def _janus(maxsize):
     import janus
 
@@ -61,7 +68,7 @@ def _aiologic(maxsize):
 
 
 def implementations() -> dict:
-    impls = {"asyncio": _asyncio, "rustasync": _rustasync}
+    impls = {"asyncio": _asyncio, "rustasync": _rustasync, "install()": _served}
     for name, fn in (("janus", _janus), ("culsans", _culsans), ("aiologic", _aiologic)):
         try:
             __import__(name)
@@ -295,11 +302,9 @@ def workloads(quick: bool) -> list[dict]:
 
 
 def _runner(loop_kind):
-    if loop_kind == "uvloop":
-        import uvloop
+    from .harness import loop_factory
 
-        return asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    return asyncio.Runner()
+    return asyncio.Runner(loop_factory=loop_factory(loop_kind))
 
 
 def _once(runner, w, name, make):
@@ -399,7 +404,7 @@ def table(rows: list[dict]) -> str:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="10x smaller, 3 repetitions")
-    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    p.add_argument("--loop", choices=["asyncio", "uvloop", "rloop"], default="asyncio")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     p.add_argument("--reps", type=int, default=0, help="repetitions (default 7, quick 3)")
     p.add_argument("--only", default="", help="run the workloads whose name contains this")

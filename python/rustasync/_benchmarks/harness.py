@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import statistics
 import sys
 import time
@@ -38,11 +39,11 @@ class Result:
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
-    if name == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop
-    return asyncio.new_event_loop
+    """asyncio's `new_event_loop`, or that of the module `name` (uvloop, rloop)."""
+    if name == "asyncio":
+        return asyncio.new_event_loop
+    factory: Callable[[], asyncio.AbstractEventLoop] = importlib.import_module(name).new_event_loop
+    return factory
 
 
 def run_once(fn: CoroFn, loop: str) -> tuple[float, Any]:
