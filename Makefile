@@ -66,6 +66,8 @@ lint: venv ## rustfmt, clippy (also for CPython 3.14, 3.15 and free-threaded), r
 	  PYO3_CONFIG_FILE=$(CURDIR)/$$cfg CARGO_TARGET_DIR=target/pyo3-configs/$$name \
 	    cargo clippy --quiet --workspace --all-targets -- -D warnings || exit 1; \
 	done
+	cargo fmt --manifest-path examples/bridge-user/Cargo.toml --check
+	cargo clippy --manifest-path examples/bridge-user/Cargo.toml --target-dir target -- -D warnings
 	$(PY) -m ruff check python tests benchmarks examples
 	$(PY) -m ruff format --check python tests benchmarks examples
 	cd tests && ../$(PY) -m mypy.stubtest rustasync._rustasync --allowlist ../python/rustasync/stubtest-allowlist.txt

@@ -116,6 +116,73 @@ mod demo {
         pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(value) })
     }
 
+    /// The same one-trip future through
+    /// `pyo3_async_runtimes::tokio::future_into_py`, for comparison.
+    #[pyfunction]
+    pub fn _pyo3_async_runtimes_yield(
+        py: Python<'_>,
+        value: Py<PyAny>,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            tokio::task::yield_now().await;
+            Ok(value)
+        })
+    }
+
+    /// A bridged future that awaits `f(0)`, ..., `f(n - 1)` from a tokio
+    /// worker through this crate's `into_future` (`via="rustasync-bridge"`)
+    /// or pyo3-async-runtimes' (`via="pyo3-async-runtimes"`): all scheduled
+    /// first (`at_once`), or each awaited before the next is made. Resolves
+    /// to the number of results and their sum.
+    #[pyfunction]
+    pub fn _rust_await_each(
+        py: Python<'_>,
+        via: String,
+        f: Py<PyAny>,
+        n: usize,
+        at_once: bool,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        use std::future::Future;
+        use std::pin::Pin;
+        type Call = Pin<Box<dyn Future<Output = PyResult<Py<PyAny>>> + Send>>;
+        let theirs = match via.as_str() {
+            "rustasync-bridge" => false,
+            "pyo3-async-runtimes" => true,
+            _ => return Err(PyValueError::new_err(format!("unknown bridge {via:?}"))),
+        };
+        let call = move |py: Python<'_>, i: usize| -> PyResult<Call> {
+            let aw = f.bind(py).call1((i,))?;
+            Ok(if theirs {
+                Box::pin(pyo3_async_runtimes::tokio::into_future(aw)?)
+            } else {
+                Box::pin(rustasync_bridge::into_future(aw)?)
+            })
+        };
+        future_into_py(py, async move {
+            tokio::task::yield_now().await;
+            let mut outs = Vec::with_capacity(n);
+            if at_once {
+                let calls =
+                    Python::attach(|py| (0..n).map(|i| call(py, i)).collect::<PyResult<Vec<_>>>())?;
+                for c in calls {
+                    outs.push(c.await?);
+                }
+            } else {
+                for i in 0..n {
+                    let c = Python::attach(|py| call(py, i))?;
+                    outs.push(c.await?);
+                }
+            }
+            Python::attach(|py| {
+                let mut sum = 0u64;
+                for o in &outs {
+                    sum += o.bind(py).extract::<u64>()?;
+                }
+                Ok((outs.len(), sum))
+            })
+        })
+    }
+
     /// A tokio task sending the ints `0..n` into `channel` (panicking before
     /// item `panic_at`, if given); resolves to the number sent.
     #[pyfunction]
@@ -172,6 +239,8 @@ mod demo {
         m.add_function(wrap_pyfunction!(_rust_fail, m)?)?;
         m.add_function(wrap_pyfunction!(_rust_await, m)?)?;
         m.add_function(wrap_pyfunction!(_pyo3_async_runtimes_ready, m)?)?;
+        m.add_function(wrap_pyfunction!(_pyo3_async_runtimes_yield, m)?)?;
+        m.add_function(wrap_pyfunction!(_rust_await_each, m)?)?;
         m.add_function(wrap_pyfunction!(_rust_produce, m)?)?;
         m.add_function(wrap_pyfunction!(_rust_collect, m)?)?;
         Ok(())

@@ -1,8 +1,10 @@
 //! Entry points the tests of the bridge crate drive (Cargo feature
 //! `test-hooks`): Python awaitables awaited from Rust, the runtime a
-//! bridged future runs on, and pyo3-async-runtimes calls made inside
-//! bridged futures.
+//! bridged future runs on, pyo3-async-runtimes calls made inside bridged
+//! futures, and the same future bridged by either crate (the failure-mode
+//! tests).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
@@ -134,7 +136,86 @@ fn _bridge_await_from_pyo3_async_runtimes(
     })
 }
 
+static SLEEPS_ABORTED: AtomicUsize = AtomicUsize::new(0);
+static SLEEPS_FINISHED: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts, when a `_bridge_sleep` future is dropped, whether it finished.
+struct SleepOutcome(bool);
+
+impl Drop for SleepOutcome {
+    fn drop(&mut self) {
+        let n = if self.0 {
+            &SLEEPS_FINISHED
+        } else {
+            &SLEEPS_ABORTED
+        };
+        n.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Awaitable resolving to `value` after `seconds` of `tokio::time::sleep`,
+/// bridged by this crate (`via="rustasync-bridge"`) or by
+/// `pyo3_async_runtimes::tokio::future_into_py` (`via="pyo3-async-runtimes"`).
+/// Its Rust future is counted by `_bridge_sleep_counts()` when dropped,
+/// polled or not.
+#[pyfunction]
+fn _bridge_sleep<'py>(
+    py: Python<'py>,
+    via: &str,
+    seconds: f64,
+    value: Py<PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let d = Duration::try_from_secs_f64(seconds)
+        .map_err(|_| PyValueError::new_err("seconds must be a non-negative number"))?;
+    let outcome = SleepOutcome(false);
+    let fut = async move {
+        // The whole guard moves in, not just the field assigned below.
+        let mut outcome = outcome;
+        tokio::time::sleep(d).await;
+        outcome.0 = true;
+        Ok(value)
+    };
+    match via {
+        "rustasync-bridge" => future_into_py(py, fut),
+        "pyo3-async-runtimes" => pyo3_async_runtimes::tokio::future_into_py(py, fut),
+        _ => Err(PyValueError::new_err(format!("unknown bridge {via:?}"))),
+    }
+}
+
+/// `(aborted, finished)`: `_bridge_sleep` futures dropped before and after
+/// their sleep ended, since the process started.
+#[pyfunction]
+fn _bridge_sleep_counts() -> (usize, usize) {
+    (
+        SLEEPS_ABORTED.load(Ordering::SeqCst),
+        SLEEPS_FINISHED.load(Ordering::SeqCst),
+    )
+}
+
+/// Awaitable whose Rust future, bridged by `via` as in `_bridge_sleep`,
+/// attaches to the interpreter on its tokio worker every millisecond
+/// (making a small list each time, as a future converting items would),
+/// for ten minutes.
+#[pyfunction]
+fn _bridge_attach_for_long<'py>(py: Python<'py>, via: &str) -> PyResult<Bound<'py, PyAny>> {
+    let fut = async move {
+        for _ in 0..600_000 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Python::attach(|py| pyo3::types::PyList::new(py, [1, 2, 3]).map(drop))?;
+        }
+        Ok(())
+    };
+    match via {
+        "rustasync-bridge" => future_into_py(py, fut),
+        "pyo3-async-runtimes" => pyo3_async_runtimes::tokio::future_into_py(py, fut),
+        _ => Err(PyValueError::new_err(format!("unknown bridge {via:?}"))),
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_bridge_attach_for_long, m)?)?;
+    m.add_function(wrap_pyfunction!(_bridge_sleep, m)?)?;
+    m.add_function(wrap_pyfunction!(_bridge_sleep_counts, m)?)?;
     m.add_function(wrap_pyfunction!(_bridge_await, m)?)?;
     m.add_function(wrap_pyfunction!(_bridge_thread_name, m)?)?;
     m.add_function(wrap_pyfunction!(_bridge_use_own_runtime, m)?)?;

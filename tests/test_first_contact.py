@@ -244,7 +244,7 @@ def test_wheel_in_a_fresh_venv_runs_every_command(tmp_path: Path) -> None:
 
     bench = run("-m", "rustasync", "bench", "--quick", "--rounds", "1")
     assert bench.returncode == 0, bench.stderr[-3000:]
-    for suite in ("### core", "### queue", "### channel"):
+    for suite in ("### core", "### queue", "### channel", "### bridge"):
         assert suite in bench.stdout
 
     stress = run("-m", "rustasync", "stress", "--seconds", "1")

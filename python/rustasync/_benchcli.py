@@ -2,11 +2,13 @@
 
 Suites: core (sleep and gather), queue (the queues against asyncio.Queue and
 janus, culsans, aiologic when installed), channel (Channel, the Rust asyncq
-engine, the Rust-future bridge), and, when named (--only nats), nats
-(NatsChannel against nats-py on a nats-server it starts; several minutes).
-Each suite validates its results before timing and reports medians of
-interleaved rounds and the ratio stock (or peer) time / rustasync time (above
-1: rustasync is faster). The peers come with pip install rustasync[bench].
+engine, the Rust-future bridge), bridge (rustasync-bridge against
+pyo3-async-runtimes: future_into_py and into_future), and, when named (--only
+nats), nats (NatsChannel against nats-py on a nats-server it starts; several
+minutes). Each suite validates its results before timing and reports medians
+of interleaved rounds and the ratio stock (or peer) time / rustasync time
+(above 1: rustasync is faster). The peers come with pip install
+rustasync[bench].
 
 --matrix runs the matrix instead: the queue, sleep and gather workloads with
 rustasync and with stock asyncio code on asyncio's loop, uvloop and rloop,
@@ -28,10 +30,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SUITES = ("core", "queue", "channel", "nats")
+SUITES = ("core", "queue", "channel", "bridge", "nats")
 # The broker comparison moves 1,000,000 messages per run through a real
 # server: it runs when asked for by name.
-DEFAULT_SUITES = ("core", "queue", "channel")
+DEFAULT_SUITES = ("core", "queue", "channel", "bridge")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -149,6 +149,7 @@ where
     T: for<'py> IntoPyObject<'py> + Send + 'static,
 {
     crate::runtime::ensure_fork_hook(py)?;
+    crate::exit::ensure_hook(py)?;
     let mut inner = Box::pin(crate::locals::scope(locals.clone(), fut));
     let mut guarded = poll_fn(move |cx: &mut Context<'_>| {
         match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
@@ -175,7 +176,12 @@ where
                 // awaitables the future schedules later from tokio.
                 let _ = locals.waker(py);
                 let sh = shared.clone();
-                let task = rt.spawn(async move { sh.finish(guarded.await) });
+                let task = rt.spawn(async move {
+                    // `None`: the interpreter is exiting (see `exit`).
+                    if let Some(out) = crate::exit::UntilExit::new(guarded).await {
+                        sh.finish(out)
+                    }
+                });
                 Some(task.abort_handle())
             }
         }

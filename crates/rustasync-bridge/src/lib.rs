@@ -80,7 +80,12 @@
 //! **At interpreter exit.** tokio workers never attach to the interpreter
 //! to deliver a result: they write a byte. Only a thread that is already
 //! attached asks Python anything, through `Python::try_attach`, which
-//! refuses a finalizing interpreter.
+//! refuses a finalizing interpreter. Your future may attach on its worker
+//! itself; so an `atexit` callback (registered on first use, run before
+//! finalization starts) stops polling bridged futures: they are neither
+//! polled nor dropped again, and polls in progress are given up to one
+//! second, with the interpreter released, to return. Tokio tasks you spawn
+//! yourself are not covered.
 //!
 //! **After `fork()`.** The child has none of the parent's threads. A hook
 //! registered with `os.register_at_fork` on first use bumps a fork
@@ -119,6 +124,7 @@
 //!   MIGRATION.md maps each call.
 
 pub mod awaitable;
+mod exit;
 pub mod future;
 mod locals;
 mod panic;
