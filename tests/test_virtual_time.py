@@ -329,7 +329,7 @@ def test_a_cpu_bound_callback_takes_its_time(impl) -> None:
 # counts. A wrong virtual clock gives the same wrong order every time.
 
 SLOT = 0.05
-ATTEMPTS = 3
+ATTEMPTS = 6
 
 
 @st.composite
