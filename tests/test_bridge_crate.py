@@ -2,6 +2,7 @@
 (`into_future`), contextvars across the bridge, running on a runtime the
 extension owns, and pyo3-async-runtimes calls inside bridged futures."""
 
+import ast
 import asyncio
 import contextvars
 import subprocess
@@ -259,3 +260,39 @@ def test_runtime_handle_given_by_the_extension_and_after_fork():
     )
     assert p.returncode == 0, p.stderr.decode()[-2000:]
     assert p.stdout.decode().strip() == "ok"
+
+
+_FREED_AFTER_EXIT = """
+import asyncio, atexit, gc, time
+from rustasync import _rustasync as m
+held = []
+
+def after_the_bridge_hook():  # registered first, so it runs after the bridge's hook
+    before = m._bridge_sleep_counts()
+    held.clear()
+    gc.collect()
+    time.sleep(0.2)
+    print(repr((before, m._bridge_sleep_counts())), flush=True)
+
+atexit.register(after_the_bridge_hook)
+
+async def main():
+    for i in range(5):
+        held.append(m._bridge_sleep("rustasync-bridge", 60, i))  # never awaited
+    await asyncio.sleep(0.1)
+
+asyncio.run(main())
+"""
+
+
+def test_futures_freed_after_the_exit_hook_are_not_dropped():
+    """After the exit hook, an awaitable freed (as finalization frees every
+    remaining one) leaks its Rust future instead of dropping it on a tokio
+    worker while the interpreter finalizes (regression: the abort dropped
+    all five)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _FREED_AFTER_EXIT], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    before, after = ast.literal_eval(out.stdout.strip())
+    assert before == after  # (aborted, finished): nothing dropped after the hook

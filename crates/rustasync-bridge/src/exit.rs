@@ -42,6 +42,17 @@ impl<F> UntilExit<F> {
     }
 }
 
+/// Dropped after the exit hook ran (an aborted task, or its awaitable freed
+/// while the interpreter finalizes): the future is leaked rather than
+/// dropped, as its destructor could attach to the interpreter.
+impl<F> Drop for UntilExit<F> {
+    fn drop(&mut self) {
+        if EXITING.load(Ordering::SeqCst) {
+            std::mem::forget(self.0.take());
+        }
+    }
+}
+
 struct Polling;
 
 impl Drop for Polling {
