@@ -296,3 +296,4 @@ def test_futures_freed_after_the_exit_hook_are_not_dropped():
     assert out.returncode == 0, out.stderr
     before, after = ast.literal_eval(out.stdout.strip())
     assert before == after  # (aborted, finished): nothing dropped after the hook
+

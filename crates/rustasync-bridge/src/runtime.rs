@@ -581,14 +581,14 @@ pub fn loop_waker(py: Python<'_>, lp: &Bound<'_, PyAny>) -> PyResult<Arc<LoopWak
     ensure_fork_hook(py)?;
     // A miss: forget the wakers of loops that are gone or closed, then make
     // one for this loop. Dropped outside the borrow.
-    let stale: Vec<CacheEntry> = CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        let (live, stale): (Vec<_>, Vec<_>) = std::mem::take(&mut *c)
-            .into_iter()
-            .partition(|e| e.waker.upgrade().is_some_and(|w| w.is_live(py)));
-        *c = live;
-        stale
-    });
+    // `is_live` calls `loop.is_closed()`, which may run Python code (a
+    // `__del__` that uses the bridge): the entries are checked out of the
+    // cache, then the live ones go back after what was added meanwhile.
+    let entries: Vec<CacheEntry> = CACHE.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    let (live, stale): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|e| e.waker.upgrade().is_some_and(|w| w.is_live(py)));
+    CACHE.with(|c| c.borrow_mut().extend(live));
     for e in stale {
         if let Some(w) = e.waker.upgrade() {
             w.kill();
