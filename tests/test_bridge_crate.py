@@ -297,3 +297,38 @@ def test_futures_freed_after_the_exit_hook_are_not_dropped():
     before, after = ast.literal_eval(out.stdout.strip())
     assert before == after  # (aborted, finished): nothing dropped after the hook
 
+
+def test_into_future_resolves_when_its_loop_closes():
+    """A Rust future awaiting a task whose loop closes resolves with an error,
+    and nothing keeps the loop, the task or the coroutine alive (as when a task
+    awaits a task on a loop that closes); it used to wait for good."""
+    import gc
+    import time
+    import weakref
+
+    class Sentinel:
+        pass
+
+    refs = {}
+    loop = asyncio.new_event_loop()
+
+    async def inner(s):
+        await asyncio.sleep(3600)
+
+    async def outer():
+        s = Sentinel()
+        refs["sentinel"] = weakref.ref(s)
+        return await _ra._bridge_await(inner(s))
+
+    task = loop.create_task(outer())
+    loop.run_until_complete(asyncio.sleep(0.05))
+    refs["loop"] = weakref.ref(loop)
+    refs["task"] = weakref.ref(task)
+    loop.close()
+    del task, loop
+    deadline = time.monotonic() + 10
+    while any(r() is not None for r in refs.values()) and time.monotonic() < deadline:
+        _ra._bridge_sleep_counts()  # lets objects released on tokio threads go
+        gc.collect()
+        time.sleep(0.05)
+    assert {k: r() is not None for k, r in refs.items()} == dict.fromkeys(refs, False)

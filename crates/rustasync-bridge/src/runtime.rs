@@ -125,6 +125,9 @@ pub struct LoopWaker {
     /// The fork generation the waker was made in: a child never reuses it.
     generation: u64,
     pending: Mutex<Vec<Arc<dyn Completion>>>,
+    /// Work in progress on the loop that must hear of its death (tasks
+    /// awaited from Rust): abandoned when the waker is killed.
+    watchers: Mutex<Vec<Weak<dyn Completion>>>,
     scheduled: AtomicBool,
     dead: AtomicBool,
     /// `None`: the loop has no `add_reader`; use `call_soon_threadsafe`.
@@ -144,6 +147,7 @@ impl LoopWaker {
                 thread: thread_key(),
                 generation: fork_generation(),
                 pending: Mutex::new(Vec::new()),
+                watchers: Mutex::new(Vec::new()),
                 scheduled: AtomicBool::new(false),
                 dead: AtomicBool::new(false),
                 signal,
@@ -262,8 +266,32 @@ impl LoopWaker {
         self.dead.store(true, Ordering::Release);
         // Abandoned and dropped outside the lock: a completion may hold
         // Python objects, and abandoning one may wake others.
-        let dropped = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut dropped =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let watchers =
+            std::mem::take(&mut *self.watchers.lock().unwrap_or_else(|e| e.into_inner()));
+        dropped.extend(watchers.iter().filter_map(Weak::upgrade));
         abandon_all(dropped);
+    }
+
+    /// Have `c` abandoned when the loop is found dead (closed, collected,
+    /// or left behind by a fork), at once if it is already. Held weakly:
+    /// nothing is kept alive by being watched.
+    pub fn watch(&self, c: Weak<dyn Completion>) {
+        if !self.dead.load(Ordering::Acquire) {
+            let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+            if w.len() >= 64 && w.len().is_power_of_two() {
+                w.retain(|x| x.strong_count() > 0);
+            }
+            w.push(c.clone());
+            // Killed meanwhile: kill() took the list before this push.
+            if !self.dead.load(Ordering::Acquire) {
+                return;
+            }
+        }
+        if let Some(c) = c.upgrade() {
+            abandon_all(vec![c]);
+        }
     }
 
     /// The drain: runs on the loop thread.

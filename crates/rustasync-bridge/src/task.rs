@@ -119,6 +119,20 @@ struct State {
     dropped: bool,
 }
 
+/// Watched by the loop's waker while the task runs: abandoned when the
+/// loop is found dead.
+impl Completion for Shared {
+    fn complete(self: Arc<Self>, _py: Python<'_>) {}
+
+    fn abandon(self: Arc<Self>) {
+        if self.lock().outcome.is_none() {
+            self.resolve(Err(PyRuntimeError::new_err(
+                "the event loop closed while the awaitable was running",
+            )));
+        }
+    }
+}
+
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -212,6 +226,11 @@ impl Completion for Start {
         };
         if cancel_now {
             let _ = task.call_method0(pyo3::intern!(py, "cancel"));
+        } else if let Some(w) = self.locals.known_waker() {
+            // A loop that closes or goes away under the task resolves the
+            // Rust side, instead of leaving it (and the loop) waiting.
+            let shared: Arc<dyn Completion> = self.shared.clone();
+            w.watch(Arc::downgrade(&shared));
         }
     }
 
