@@ -57,19 +57,18 @@ pub fn complete(py: Python<'_>, value: Py<PyAny>) -> PyResult<Option<Py<PyAny>>>
     if value.is_none(py) {
         return Ok(None);
     }
-    #[cfg(all(Py_3_12, not(Py_LIMITED_API), not(Py_GIL_DISABLED)))]
-    {
-        crate::stop::raise(py, value)?;
-        Ok(None)
-    }
-    #[cfg(not(all(Py_3_12, not(Py_LIMITED_API), not(Py_GIL_DISABLED))))]
+    #[cfg(all(Py_3_12, not(Py_3_14), not(Py_LIMITED_API), not(Py_GIL_DISABLED), not(PyPy), not(GraalPy)))]
+    let value = match crate::stop::raise(py, value)? {
+        None => return Ok(None),
+        Some(value) => value,
+    };
     complete_lazy(py, value)
 }
 
 /// `PyErr_SetObject(StopIteration, value)`. Before 3.12 the value stays
 /// unnormalised and the `SEND` opcode reads it without an instance ever
-/// being built (3.12+ full API: see [`crate::stop`]).
-#[cfg(not(all(Py_3_12, not(Py_LIMITED_API), not(Py_GIL_DISABLED))))]
+/// being built. 3.12 and 3.13 (full API, GIL build) finish with a recycled
+/// instance instead, except in the cases [`crate::stop`] lists.
 fn complete_lazy(py: Python<'_>, value: Py<PyAny>) -> PyResult<Option<Py<PyAny>>> {
     let v = value.bind(py);
     // Tuples and exception instances would be read as constructor arguments
