@@ -157,3 +157,14 @@ def test_many_finishes_keep_values(impl) -> None:
     kept = [_finish(_ready(impl, i)) for i in range(5)]
     assert [e.value for e in kept] == list(range(5))
     assert [e.args for e in kept] == [(i,) for i in range(5)]
+
+
+def test_kept_args_do_not_change(impl) -> None:
+    """An ``args`` tuple kept past its exception stays as it was while
+    later awaitables finish."""
+    item = Item()
+    args = _finish(_ready(impl, item)).args
+    for i in range(3):
+        assert _finish(_ready(impl, i)).value == i
+    assert args == (item,)
+    assert args[0] is item

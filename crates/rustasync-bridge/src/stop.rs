@@ -11,14 +11,18 @@
 //! So finishing with a value raises an instance of a `StopIteration`
 //! subclass whose `tp_dealloc` does not free it: when its last reference
 //! goes (in `SEND`, right after `.value` was taken), it drops `.value` and
-//! its `args` tuple at once, exactly when a plain `StopIteration` would have
+//! the `args` item at once, exactly when a plain `StopIteration` would have
 //! dropped them, and keeps the emptied shell (reference count zero, not
-//! tracked by the collector, no type reference, every field NULL) as the one
-//! spare for the next completion. Nothing can reach the shell: it is no
-//! object until [`raise`] revives it with `PyObject_Init`, which registers
-//! it as a new object (reference tracers, `Py_TRACE_REFS`) just as an
+//! tracked by the collector, no type reference) as the one spare for the
+//! next completion. Its `args` 1-tuple is kept with it only if nothing else
+//! held the tuple, and then emptied and untracked: the collector lists only
+//! tracked objects, so neither the shell nor the tuple can be found. The
+//! shell is no object until [`raise`] revives it with `PyObject_Init`,
+//! which registers it as a new object (reference tracers) just as an
 //! allocation would. An instance that anyone changed (a `__traceback__`,
 //! `__context__`, `__cause__`, notes or attributes set) is freed normally.
+//! `Py_TRACE_REFS` builds (whose `sys.getobjects()` lists every live
+//! object, the kept tuple included) are left out.
 //!
 //! A plain `StopIteration` is raised instead when
 //! * a trace or profile function (`sys.settrace`, `sys.setprofile`, so
@@ -35,7 +39,7 @@
 //! raises a plain `StopIteration` (see [`crate::awaitable::as_send`]).
 //!
 //! 3.14 is left out: the thread state layout read below is checked against
-//! the 3.12 and 3.13 headers only.
+//! the 3.12 and 3.13 headers only (and 3.14 tuples cache their hash).
 
 use std::ffi::{c_int, c_uint, c_void};
 use std::ptr::null_mut;
@@ -53,8 +57,18 @@ static SPARE: AtomicPtr<ffi::PyObject> = AtomicPtr::new(null_mut());
 /// The type, or `None` when the thread state layout did not check out.
 static TYPE: PyOnceLock<Option<Py<PyType>>> = PyOnceLock::new();
 
+/// The type once made (`TYPE` keeps it alive), read without a lock.
+static TYPE_PTR: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(null_mut());
+
+/// `_PyErr_StackItem`: one level of the exceptions being handled.
+#[repr(C)]
+struct StackItem {
+    exc_value: *mut ffi::PyObject,
+    previous_item: *mut StackItem,
+}
+
 /// The head of `struct _ts` (`Include/cpython/pystate.h`) up to
-/// `c_tracefunc`, which PyO3 leaves opaque.
+/// `exc_info`, which PyO3 leaves opaque.
 #[cfg(not(Py_3_13))]
 #[repr(C)]
 struct ThreadStateHead {
@@ -71,6 +85,10 @@ struct ThreadStateHead {
     cframe: *mut c_void,
     c_profilefunc: *mut c_void,
     c_tracefunc: *mut c_void,
+    c_profileobj: *mut ffi::PyObject,
+    c_traceobj: *mut ffi::PyObject,
+    current_exception: *mut ffi::PyObject,
+    exc_info: *mut StackItem,
 }
 
 #[cfg(Py_3_13)]
@@ -92,22 +110,58 @@ struct ThreadStateHead {
     current_frame: *mut c_void,
     c_profilefunc: *mut c_void,
     c_tracefunc: *mut c_void,
+    c_profileobj: *mut ffi::PyObject,
+    c_traceobj: *mut ffi::PyObject,
+    current_exception: *mut ffi::PyObject,
+    exc_info: *mut StackItem,
 }
 
-/// A trace or profile function is set on this thread.
-unsafe fn traced() -> bool {
-    let ts = ffi::PyThreadState_Get() as *const ThreadStateHead;
-    !(*ts).c_tracefunc.is_null() || !(*ts).c_profilefunc.is_null()
+/// A plain `StopIteration` must be raised on this thread: a trace or
+/// profile function is set, or an exception is being handled (what
+/// `PyErr_GetHandledException` finds, without taking a reference).
+unsafe fn observed() -> bool {
+    let ts = ffi::compat::PyThreadState_GetUnchecked() as *const ThreadStateHead;
+    if !(*ts).c_tracefunc.is_null() || !(*ts).c_profilefunc.is_null() {
+        return true;
+    }
+    let mut item = (*ts).exc_info;
+    loop {
+        let exc = (*item).exc_value;
+        if !exc.is_null() && exc != ffi::Py_None() {
+            return true;
+        }
+        if (*item).previous_item.is_null() {
+            return false;
+        }
+        item = (*item).previous_item;
+    }
 }
 
 /// The layout above matches this interpreter (a module built for one minor
 /// version only loads there, so this only guards against a misreading):
-/// `interp` and `py_recursion_limit` hold what the API reports.
+/// the fields hold what the API reports.
 unsafe fn layout_checks_out(py: Python<'_>) -> PyResult<bool> {
+    let limit: c_int = py.import("sys")?.call_method0("getrecursionlimit")?.extract()?;
     let tstate = ffi::PyThreadState_Get();
     let ts = tstate as *const ThreadStateHead;
-    let limit: c_int = py.import("sys")?.call_method0("getrecursionlimit")?.extract()?;
-    Ok((*ts).interp == ffi::PyThreadState_GetInterpreter(tstate) && (*ts).py_recursion_limit == limit)
+    if (*ts).interp != ffi::PyThreadState_GetInterpreter(tstate)
+        || (*ts).py_recursion_limit != limit
+        || (*ts).current_exception.is_null() != ffi::PyErr_Occurred().is_null()
+        || (*ts).exc_info.is_null()
+    {
+        return Ok(false);
+    }
+    let mut item = (*ts).exc_info;
+    while ((*item).exc_value.is_null() || (*item).exc_value == ffi::Py_None())
+        && !(*item).previous_item.is_null()
+    {
+        item = (*item).previous_item;
+    }
+    let top = (*item).exc_value;
+    let top = if top == ffi::Py_None() { null_mut() } else { top };
+    let handled = ffi::PyErr_GetHandledException();
+    ffi::Py_XDECREF(handled);
+    Ok(top == handled)
 }
 
 fn stop_type(py: Python<'_>) -> PyResult<Option<*mut ffi::PyTypeObject>> {
@@ -173,7 +227,11 @@ fn stop_type(py: Python<'_>) -> PyResult<Option<*mut ffi::PyTypeObject>> {
             .and_then(|t| Ok(t.cast_into::<PyType>()?))
             .map(|t| Some(t.unbind()))
     })?;
-    Ok(tp.as_ref().map(|t| t.as_ptr() as *mut ffi::PyTypeObject))
+    let tp = tp.as_ref().map(|t| t.as_ptr() as *mut ffi::PyTypeObject);
+    if let Some(t) = tp {
+        TYPE_PTR.store(t, Ordering::Relaxed);
+    }
+    Ok(tp)
 }
 
 /// `__reduce__`: `(StopIteration, args[, dict])`, so that the exception
@@ -207,31 +265,23 @@ unsafe extern "C" fn reduce(obj: *mut ffi::PyObject, _: *mut ffi::PyObject) -> *
 /// back when a plain `StopIteration` must be raised instead (see the module
 /// documentation).
 pub(crate) fn raise(py: Python<'_>, value: Py<PyAny>) -> PyResult<Option<Py<PyAny>>> {
-    let Some(tp) = stop_type(py)? else {
-        return Ok(Some(value));
-    };
+    let mut tp = TYPE_PTR.load(Ordering::Relaxed);
+    if tp.is_null() {
+        match stop_type(py)? {
+            Some(t) => tp = t,
+            None => return Ok(Some(value)),
+        }
+    }
     unsafe {
-        if traced() {
+        if observed() {
             return Ok(Some(value));
         }
-        let handled = ffi::PyErr_GetHandledException();
-        if !handled.is_null() {
-            let none = handled == ffi::Py_None();
-            ffi::Py_DECREF(handled);
-            if !none {
-                return Ok(Some(value));
-            }
-        }
-        let args = ffi::PyTuple_New(1);
-        if args.is_null() {
-            return Err(PyErr::fetch(py));
-        }
         let mut exc = SPARE.swap(null_mut(), Ordering::Relaxed);
+        let mut args = null_mut();
         if exc.is_null() {
             let alloc = (*tp).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
             exc = alloc(tp, 0);
             if exc.is_null() {
-                ffi::Py_DECREF(args);
                 return Err(PyErr::fetch(py));
             }
         } else {
@@ -239,9 +289,24 @@ pub(crate) fn raise(py: Python<'_>, value: Py<PyAny>) -> PyResult<Option<Py<PyAn
             // raise), a reference to its type, tracers told.
             ffi::PyObject_Init(exc, tp);
             ffi::PyObject_GC_Track(exc.cast());
+            // Its kept 1-tuple (if any), which only the shell referenced:
+            // tracked again once it holds the value.
+            let si = exc as *mut ffi::PyStopIterationObject;
+            args = std::mem::replace(&mut (*si).args, null_mut());
+        }
+        let reused = !args.is_null();
+        if !reused {
+            args = ffi::PyTuple_New(1);
+            if args.is_null() {
+                ffi::Py_DECREF(exc);
+                return Err(PyErr::fetch(py));
+            }
         }
         let v = value.into_ptr();
-        ffi::PyTuple_SET_ITEM(args, 0, ffi::Py_NewRef(v));
+        *item_slot(args) = ffi::Py_NewRef(v);
+        if reused {
+            ffi::PyObject_GC_Track(args.cast());
+        }
         let si = exc as *mut ffi::PyStopIterationObject;
         (*si).args = args;
         (*si).value = v;
@@ -266,13 +331,29 @@ unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
     if untouched && SPARE.load(Ordering::Relaxed).is_null() {
         ffi::PyObject_GC_UnTrack(obj.cast());
         let value = std::mem::replace(&mut (*si).value, null_mut());
-        let args = std::mem::replace(&mut (*si).args, null_mut());
+        let mut args = (*si).args;
+        let mut item = null_mut();
+        if !args.is_null()
+            && ffi::PyTuple_CheckExact(args) != 0
+            && ffi::PyTuple_GET_SIZE(args) == 1
+            && ffi::Py_REFCNT(args) == 1
+        {
+            // Only this instance holds it: keep it, emptied and untracked,
+            // so that no one can find it (`gc.get_objects()` lists tracked
+            // objects only).
+            ffi::PyObject_GC_UnTrack(args.cast());
+            item = std::mem::replace(&mut *item_slot(args), null_mut());
+            args = null_mut();
+        } else {
+            (*si).args = null_mut();
+        }
         // Parked first: dropping these may run a finaliser that finishes
         // another await, which then finds the spare ready.
         SPARE.store(obj, Ordering::Relaxed);
         // The instance's reference to its heap type (`TYPE` keeps it).
         ffi::Py_DECREF(tp.cast());
         ffi::Py_XDECREF(args);
+        ffi::Py_XDECREF(item);
         ffi::Py_XDECREF(value);
         return;
     }
@@ -283,4 +364,9 @@ unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
         base(obj);
     }
     ffi::Py_DECREF(tp.cast());
+}
+
+/// The address of a 1-tuple's item.
+unsafe fn item_slot(args: *mut ffi::PyObject) -> *mut *mut ffi::PyObject {
+    (*(args as *mut ffi::PyTupleObject)).ob_item.as_mut_ptr()
 }
