@@ -57,7 +57,15 @@ pub fn complete(py: Python<'_>, value: Py<PyAny>) -> PyResult<Option<Py<PyAny>>>
     if value.is_none(py) {
         return Ok(None);
     }
-    #[cfg(all(Py_3_12, not(Py_3_14), not(Py_LIMITED_API), not(Py_GIL_DISABLED), not(PyPy), not(GraalPy), not(py_sys_config = "Py_TRACE_REFS")))]
+    #[cfg(all(
+        Py_3_12,
+        not(Py_3_14),
+        not(Py_LIMITED_API),
+        not(Py_GIL_DISABLED),
+        not(PyPy),
+        not(GraalPy),
+        not(py_sys_config = "Py_TRACE_REFS")
+    ))]
     let value = match crate::stop::raise(py, value)? {
         None => return Ok(None),
         Some(value) => value,

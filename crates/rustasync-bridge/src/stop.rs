@@ -141,7 +141,10 @@ unsafe fn observed() -> bool {
 /// version only loads there, so this only guards against a misreading):
 /// the fields hold what the API reports.
 unsafe fn layout_checks_out(py: Python<'_>) -> PyResult<bool> {
-    let limit: c_int = py.import("sys")?.call_method0("getrecursionlimit")?.extract()?;
+    let limit: c_int = py
+        .import("sys")?
+        .call_method0("getrecursionlimit")?
+        .extract()?;
     let tstate = ffi::PyThreadState_Get();
     let ts = tstate as *const ThreadStateHead;
     if (*ts).interp != ffi::PyThreadState_GetInterpreter(tstate)
@@ -158,7 +161,11 @@ unsafe fn layout_checks_out(py: Python<'_>) -> PyResult<bool> {
         item = (*item).previous_item;
     }
     let top = (*item).exc_value;
-    let top = if top == ffi::Py_None() { null_mut() } else { top };
+    let top = if top == ffi::Py_None() {
+        null_mut()
+    } else {
+        top
+    };
     let handled = ffi::PyErr_GetHandledException();
     ffi::Py_XDECREF(handled);
     Ok(top == handled)
@@ -172,7 +179,9 @@ fn stop_type(py: Python<'_>) -> PyResult<Option<*mut ffi::PyTypeObject>> {
         let methods = Box::leak(Box::new([
             ffi::PyMethodDef {
                 ml_name: c"__reduce__".as_ptr(),
-                ml_meth: ffi::PyMethodDefPointer { PyCFunction: reduce },
+                ml_meth: ffi::PyMethodDefPointer {
+                    PyCFunction: reduce,
+                },
                 ml_flags: ffi::METH_NOARGS,
                 ml_doc: null_mut(),
             },
@@ -184,9 +193,7 @@ fn stop_type(py: Python<'_>) -> PyResult<Option<*mut ffi::PyTypeObject>> {
         let mut slots = [
             ffi::PyType_Slot {
                 slot: ffi::Py_tp_traverse,
-                pfunc: (*base)
-                    .tp_traverse
-                    .map_or(null_mut(), |f| f as *mut c_void),
+                pfunc: (*base).tp_traverse.map_or(null_mut(), |f| f as *mut c_void),
             },
             ffi::PyType_Slot {
                 slot: ffi::Py_tp_clear,
