@@ -53,9 +53,7 @@ def _finish(it: Iterator[Any]) -> StopIteration:
 def _null_tuples() -> int:
     gc.collect()
     return sum(
-        1
-        for o in gc.get_objects()
-        if type(o) is tuple and len(o) == 1 and repr(o) == "(<NULL>,)"
+        1 for o in gc.get_objects() if type(o) is tuple and len(o) == 1 and repr(o) == "(<NULL>,)"
     )
 
 
