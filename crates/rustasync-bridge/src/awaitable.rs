@@ -57,6 +57,27 @@ pub fn complete(py: Python<'_>, value: Py<PyAny>) -> PyResult<Option<Py<PyAny>>>
     if value.is_none(py) {
         return Ok(None);
     }
+    #[cfg(all(
+        Py_3_12,
+        not(Py_3_14),
+        not(Py_LIMITED_API),
+        not(Py_GIL_DISABLED),
+        not(PyPy),
+        not(GraalPy),
+        not(py_sys_config = "Py_TRACE_REFS")
+    ))]
+    let value = match crate::stop::raise(py, value)? {
+        None => return Ok(None),
+        Some(value) => value,
+    };
+    complete_lazy(py, value)
+}
+
+/// `PyErr_SetObject(StopIteration, value)`. Before 3.12 the value stays
+/// unnormalised and the `SEND` opcode reads it without an instance ever
+/// being built. 3.12 and 3.13 (full API, GIL build) finish with a recycled
+/// instance instead, except in the cases [`crate::stop`] lists.
+fn complete_lazy(py: Python<'_>, value: Py<PyAny>) -> PyResult<Option<Py<PyAny>>> {
     let v = value.bind(py);
     // Tuples and exception instances would be read as constructor arguments
     // or as the exception itself: wrap them as CPython's generators do.
@@ -74,10 +95,20 @@ pub fn complete(py: Python<'_>, value: Py<PyAny>) -> PyResult<Option<Py<PyAny>>>
 /// Turn a `__next__` result into a `send()` result: a finished `__next__`
 /// returns NULL (with or without a pending `StopIteration`), which a method
 /// must turn into a raised `StopIteration`.
+/// The exception is a plain `StopIteration(value)`, as a coroutine's
+/// `send()` raises.
 pub fn as_send(py: Python<'_>, next: PyResult<Option<Py<PyAny>>>) -> PyResult<Py<PyAny>> {
     match next? {
         Some(v) => Ok(v),
-        None => Err(PyErr::take(py).unwrap_or_else(|| PyStopIteration::new_err(()))),
+        None => Err(match PyErr::take(py) {
+            None => PyStopIteration::new_err(()),
+            Some(e) if e.get_type(py).is(py.get_type::<PyStopIteration>()) => e,
+            Some(e) if e.is_instance_of::<PyStopIteration>(py) => {
+                let value = e.value(py).getattr(pyo3::intern!(py, "value"))?.unbind();
+                PyStopIteration::new_err((value,))
+            }
+            Some(e) => e,
+        }),
     }
 }
 

@@ -129,6 +129,16 @@ pub mod future;
 mod locals;
 mod panic;
 pub mod runtime;
+#[cfg(all(
+    Py_3_12,
+    not(Py_3_14),
+    not(Py_LIMITED_API),
+    not(Py_GIL_DISABLED),
+    not(PyPy),
+    not(GraalPy),
+    not(py_sys_config = "Py_TRACE_REFS")
+))]
+mod stop;
 pub mod task;
 
 pub use future::{future_into_py, future_into_py_with_locals, RustFuture};
