@@ -222,6 +222,66 @@ def test_bad_arguments() -> None:
         NatsChannel.connect_blocking("nats://127.0.0.1:1", "s", ack="later")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ack_wait"):
         NatsChannel.connect_blocking("nats://127.0.0.1:1", "s", ack_wait=-1)
+    with pytest.raises(ValueError, match="ack_wait"):
+        NatsChannel.connect_blocking("nats://127.0.0.1:1", "s", ack_wait=0)
+    for bad in (0, -2, -(2**40)):
+        with pytest.raises(ValueError, match="max_deliver"):
+            NatsChannel.connect_blocking("nats://127.0.0.1:1", "s", max_deliver=bad)
+    # Beyond what the semaphores behind it can count: refused, no panic.
+    for bad in (2**31, 2**61, 2**64 - 1):
+        with pytest.raises(ValueError, match="max_inflight"):
+            NatsChannel.connect_blocking("nats://127.0.0.1:1", "s", max_inflight=bad)
+
+
+def test_connect_blocking_is_bounded() -> None:
+    # A listener that accepts and never speaks: the connect gives up.
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        url = f"nats://127.0.0.1:{s.getsockname()[1]}"
+        t0 = time.monotonic()
+        with pytest.raises((TimeoutError, BrokerConnectionError)):
+            NatsChannel.connect_blocking(url, "s", connect_timeout=1, timeout=1)
+        assert time.monotonic() - t0 < 10
+
+
+def test_message_ids_with_line_breaks_are_refused(nats_server: NatsServer) -> None:
+    async def main() -> None:
+        ch = await NatsChannel.connect(nats_server.url, fresh())
+        for bad in ("a\r\nb", "a\n", "\r"):
+            with pytest.raises(ValueError, match="msg_id"):
+                await ch.send(b"x", msg_id=bad)
+            with pytest.raises(ValueError, match="msg_id"):
+                ch.send_blocking(b"x", msg_id=bad)
+            # Refused before anything of the batch is sent.
+            with pytest.raises(ValueError, match="msg_ids"):
+                await ch.send_many([b"a", b"b"], msg_ids=["ok", bad])
+            with pytest.raises(ValueError, match="msg_ids"):
+                ch.send_many_blocking([b"a", b"b"], msg_ids=["ok", bad])
+        with pytest.raises(TypeError, match="msg_ids"):
+            await ch.send_many([b"a"], msg_ids=[1])  # type: ignore[list-item]
+        with pytest.raises(TypeError, match="msg_ids"):
+            await ch.send_many([b"a"], msg_ids="a")
+        with pytest.raises(TypeError, match="msg_id must be a str"):
+            await ch.send(b"a", msg_id=1)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="msg_id must be a str"):
+            ch.send_blocking(b"a", msg_id=b"1")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="timeout"):
+            ch.send_blocking(b"a", timeout="1")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="timeout"):
+            ch.send_blocking(b"a", timeout=float("nan"))
+        assert await drain(ch) == []
+        ch.send_blocking(b"huge timeout", timeout=1e300)
+        assert await drain(ch) == [b"huge timeout"]
+        await ch.send_many([b"a", b"b"], msg_ids=["id: 1", "id 2"])
+        assert await drain(ch) == [b"a", b"b"]
+        assert ch.stats()["unacked"] == 0
+        ch.close()
+
+    asyncio.run(main())
 
 
 def test_missing_stream_and_oversized_message(nats_server: NatsServer) -> None:

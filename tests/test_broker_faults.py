@@ -183,6 +183,10 @@ def test_server_down_after_connect_times_out_then_recovers(own_nats_server: Nats
         ch.send_many_blocking([b"during"])
     assert e.value.sent == 0  # type: ignore[attr-defined]
     assert time.monotonic() - t0 < 10
+    # The call's own (shorter) timeout carries `sent` too.
+    with pytest.raises(TimeoutError) as e:
+        ch.send_many_blocking([b"during"], timeout=0.2)
+    assert e.value.sent == 0  # type: ignore[attr-defined]
 
     async def flush() -> None:
         await ch.wait_closed()
@@ -204,3 +208,102 @@ def test_server_down_after_connect_times_out_then_recovers(own_nats_server: Nats
         got |= set(batch)
         ch.task_done(len(batch))
     ch.close()
+
+
+# A parent that used only the blocking API forks while a thread keeps
+# sending and receiving. The child must connect on its own (not hang on
+# the parent's runtime, which has no threads there), and the handle it
+# inherited must refuse every use at once instead of deadlocking or
+# handing out the parent's items.
+FORK_SCRIPT = r"""
+import asyncio, gc, os, sys, threading, time
+from rustasync import BrokerError, NatsChannel
+
+url, name = sys.argv[1], sys.argv[2]
+ch = NatsChannel.connect_blocking(url, name, connect_timeout=2, timeout=3)
+ch.send_many_blocking([b"warm-%d" % i for i in range(50)])
+stop = threading.Event()
+
+def busy():
+    n = 0
+    while not stop.is_set():
+        ch.send_blocking(b"busy-%d" % n, timeout=5)
+        got = ch.recv_many_blocking(10, timeout=5)
+        ch.task_done(len(got))
+        n += 1
+
+t = threading.Thread(target=busy)
+t.start()
+time.sleep(0.3)
+pid = os.fork()
+if pid == 0:
+    try:
+        t0 = time.monotonic()
+        for call in (
+            lambda: ch.recv_blocking(timeout=2),
+            lambda: ch.send_blocking(b"child", timeout=2),
+            lambda: ch.send_many_blocking([b"child"], timeout=2),
+            lambda: asyncio.run(asyncio.wait_for(ch.recv(), 2)),
+            lambda: asyncio.run(asyncio.wait_for(ch.send(b"child"), 2)),
+            lambda: ch.task_done(),
+            lambda: ch.stats(),
+            lambda: len(ch),
+        ):
+            try:
+                call()
+            except BrokerError as e:
+                assert "parent process" in str(e), e
+            else:
+                raise AssertionError("an inherited handle was usable")
+        assert ch.close() is False
+        del call
+        c2 = NatsChannel.connect_blocking(url, name + "c", connect_timeout=2, timeout=3)
+        c2.send_blocking(b"child-own", timeout=5)
+        assert c2.recv_blocking(timeout=5) == b"child-own"
+        c2.task_done()
+        c2.close()
+        globals().pop("ch")
+        gc.collect()
+        assert time.monotonic() - t0 < 20
+        print("child ok", flush=True)
+        os._exit(0)
+    except BaseException as e:
+        print("child failed:", repr(e), flush=True)
+        os._exit(1)
+deadline = time.monotonic() + 40
+while True:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    if time.monotonic() > deadline:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        sys.exit("child hung")
+    time.sleep(0.05)
+stop.set()
+t.join(10)
+assert not t.is_alive()
+assert os.waitstatus_to_exitcode(status) == 0, status
+ch.send_blocking(b"after", timeout=5)
+seen = []
+while b"after" not in seen:
+    seen += ch.recv_many_blocking(100, timeout=5)
+ch.task_done(len(seen))
+assert ch.close() is True
+print("parent ok", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.parametrize("run_no", range(3))
+def test_forked_child_connects_and_refuses_inherited_handle(
+    nats_server: NatsServer, run_no: int
+) -> None:
+    r = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT, nats_server.url, fresh()],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "child ok" in r.stdout and "parent ok" in r.stdout, r.stdout + r.stderr

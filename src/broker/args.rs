@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
@@ -26,6 +26,62 @@ fn positive(name: &str, v: usize) -> PyResult<usize> {
         return Err(PyValueError::new_err(format!("{name} must be at least 1")));
     }
     Ok(v)
+}
+
+/// The most publishes in flight one handle allows: far above any useful
+/// value, far below what the semaphores behind it can count.
+pub const MAX_INFLIGHT: usize = 1 << 30;
+
+/// A number of seconds that must be more than zero.
+fn positive_seconds(name: &str, v: f64) -> PyResult<Duration> {
+    let d = seconds(name, v)?;
+    if d.is_zero() {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be a positive number of seconds"
+        )));
+    }
+    Ok(d)
+}
+
+/// `max_deliver`: None (or -1) for no limit, else at least 1.
+fn max_deliver(v: Option<i64>) -> PyResult<i64> {
+    match v {
+        None | Some(-1) => Ok(-1),
+        Some(n) if n >= 1 => Ok(n),
+        Some(n) => Err(PyValueError::new_err(format!(
+            "max_deliver must be at least 1, or None for no limit, not {n}"
+        ))),
+    }
+}
+
+/// A `msg_id` argument: None or a str (see [`msg_id`]).
+pub fn msg_id_arg(v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> {
+    match v {
+        None => Ok(None),
+        Some(v) if v.is_none() => Ok(None),
+        Some(v) => {
+            let Ok(s) = v.cast::<PyString>() else {
+                return Err(PyTypeError::new_err(format!(
+                    "msg_id must be a str or None, not {}",
+                    v.get_type().name()?
+                )));
+            };
+            let s = s.to_str()?.to_owned();
+            msg_id(&s, "msg_id")?;
+            Ok(Some(s))
+        }
+    }
+}
+
+/// A `msg_id` (a `Nats-Msg-Id` header value): no CR or LF, which would
+/// end the header line.
+pub fn msg_id(id: &str, name: &str) -> PyResult<()> {
+    if id.contains(['\r', '\n']) {
+        return Err(PyValueError::new_err(format!(
+            "{name} must not contain CR or LF characters, got {id:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// A URL, a comma-separated list of URLs, or a sequence of URLs.
@@ -102,10 +158,16 @@ impl ConnectArgs {
                 memory,
                 replicas: positive("replicas", replicas)?,
                 dedup_window: seconds("dedup_window", dedup_window)?,
-                ack_wait: seconds("ack_wait", ack_wait)?,
-                max_deliver: max_deliver.unwrap_or(-1),
+                ack_wait: positive_seconds("ack_wait", ack_wait)?,
+                max_deliver: self::max_deliver(max_deliver)?,
                 prefetch: positive("prefetch", prefetch)?,
-                max_inflight: positive("max_inflight", max_inflight)?,
+                max_inflight: if max_inflight > MAX_INFLIGHT {
+                    return Err(PyValueError::new_err(format!(
+                        "max_inflight must be at most {MAX_INFLIGHT}, not {max_inflight}"
+                    )));
+                } else {
+                    positive("max_inflight", max_inflight)?
+                },
                 timeout: seconds("timeout", timeout)?,
                 connect_timeout: seconds("connect_timeout", connect_timeout)?,
             },
@@ -121,8 +183,28 @@ pub fn deadline(timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Instant>>
         None => Ok(None),
         Some(t) if t.is_none() => Ok(None),
         Some(t) => {
-            let d = seconds("timeout", t.extract()?)?;
-            Ok(Some(Instant::now() + d.min(Duration::from_secs(1 << 40))))
+            // As `Channel`'s blocking methods: a number of seconds, any
+            // size (a huge one waits as good as forever).
+            let secs: f64 = t.extract::<f64>().map_err(|e: PyErr| {
+                if e.is_instance_of::<PyTypeError>(t.py()) {
+                    PyTypeError::new_err(format!(
+                        "timeout must be a number or None, not {}",
+                        t.get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default()
+                    ))
+                } else {
+                    e
+                }
+            })?;
+            if secs.is_nan() || secs < 0.0 {
+                return Err(PyValueError::new_err(
+                    "timeout must be a non-negative number of seconds",
+                ));
+            }
+            let d = Duration::from_secs_f64(secs.min((1u64 << 40) as f64));
+            Ok(Some(Instant::now() + d))
         }
     }
 }

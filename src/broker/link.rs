@@ -11,7 +11,7 @@
 //!   in bursts, without a flush per message.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,6 +79,10 @@ pub struct Link {
     pulling: AtomicBool,
     closed: AtomicBool,
     pub shutdown: tokio::sync::Notify,
+    /// The fork generation this link was connected in. In a forked child
+    /// the runtime, the tasks and the socket behind it are the parent's:
+    /// the child must not touch them (see [`Link::inherited`]).
+    generation: u64,
 }
 
 fn servers_text(servers: &[String]) -> String {
@@ -114,7 +118,7 @@ impl Link {
             .timeout(opts.timeout)
             // Our own semaphore bounds what is in flight; the context's
             // must never be the one that blocks.
-            .max_ack_inflight(opts.max_inflight * 2 + 64)
+            .max_ack_inflight(opts.max_inflight.saturating_mul(2).saturating_add(64))
             .backpressure_on_inflight(true)
             .build(client.clone());
         let stream = Self::bind_stream(&js, &opts, &names).await?;
@@ -133,6 +137,7 @@ impl Link {
             pulling: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             shutdown: tokio::sync::Notify::new(),
+            generation: crate::runtime::fork_generation(),
         }))
     }
 
@@ -200,6 +205,12 @@ impl Link {
             .map_err(|e| Error::Other(format!("consumer {:?}: {e}", opts.consumer)))
     }
 
+    /// True in a forked child of the process that connected this link:
+    /// its runtime has no threads there and its locks may be held forever.
+    pub fn inherited(&self) -> bool {
+        self.generation != crate::runtime::fork_generation()
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
@@ -235,9 +246,11 @@ impl Link {
     /// Publish `items` to the stream, many in flight, and wait for every
     /// JetStream ack. On failure, returns how many were acknowledged (a
     /// prefix) with the error.
+    /// `progress` follows the count, for a caller that stops waiting.
     pub async fn publish(
         &self,
         items: Vec<(Bytes, Option<String>)>,
+        progress: Arc<AtomicUsize>,
     ) -> Result<usize, (usize, Error)> {
         let mut acked = 0usize;
         let mut waiting: VecDeque<InFlight> = VecDeque::new();
@@ -254,6 +267,7 @@ impl Link {
                         Some(f) => {
                             self.finish(f).await.map_err(|e| (acked, e))?;
                             acked += 1;
+                            progress.store(acked, Ordering::Relaxed);
                         }
                         None => {
                             break self
@@ -279,6 +293,7 @@ impl Link {
                     for f in waiting.drain(..) {
                         self.finish(f).await.map_err(|e| (acked, e))?;
                         acked += 1;
+                        progress.store(acked, Ordering::Relaxed);
                     }
                     return Err((acked, publish_error(e, &self.opts)));
                 }
@@ -287,6 +302,7 @@ impl Link {
         while let Some(f) = waiting.pop_front() {
             self.finish(f).await.map_err(|e| (acked, e))?;
             acked += 1;
+            progress.store(acked, Ordering::Relaxed);
         }
         Ok(acked)
     }

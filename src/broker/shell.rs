@@ -2,12 +2,14 @@
 //! arguments, encodes items, and turns the link's Rust futures into
 //! awaitables with [`crate::bridge::future_into_py`].
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pyo3::exceptions::{PyStopAsyncIteration, PyTimeoutError, PyValueError};
+use pyo3::exceptions::{PyStopAsyncIteration, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 
 use super::args::{self, ConnectArgs};
 use super::codec::Codec;
@@ -39,8 +41,22 @@ pub struct PyNatsChannel {
 
 impl Drop for PyNatsChannel {
     fn drop(&mut self) {
-        self.link.close();
+        if self.link.inherited() {
+            // The parent's link, in a forked child: its locks and runtime
+            // are the parent's. Leak it, as the parent's runtime is leaked.
+            std::mem::forget(self.link.clone());
+        } else {
+            self.link.close();
+        }
     }
+}
+
+/// The error every method of a handle inherited through `fork()` raises.
+fn inherited_error() -> PyErr {
+    BrokerError::new_err(
+        "this NatsChannel was connected in the parent process; \
+         connect again in the child (after fork())",
+    )
 }
 
 /// A Rust-side error as the Python exception users catch.
@@ -85,17 +101,44 @@ impl<'py> IntoPyObject<'py> for SendOutcome {
 }
 
 impl PyNatsChannel {
+    /// Refuse to use a handle inherited from the parent through `fork()`.
+    fn check(&self) -> PyResult<()> {
+        if self.link.inherited() {
+            return Err(inherited_error());
+        }
+        Ok(())
+    }
+
     fn payloads(
         &self,
         items: &Bound<'_, PyAny>,
         msg_ids: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<(Bytes, Option<String>)>> {
+        self.check()?;
         let mut out = Vec::new();
         for item in crate::args::iterate(items, "items")? {
             out.push((self.codec.encode(&item?)?, None));
         }
         if let Some(ids) = msg_ids {
-            let ids: Vec<String> = ids.extract()?;
+            if ids.is_instance_of::<PyString>() {
+                return Err(PyTypeError::new_err(
+                    "msg_ids must be a sequence of str, not a str",
+                ));
+            }
+            let mut list = Vec::new();
+            for id in crate::args::iterate(ids, "msg_ids")? {
+                let id = id?;
+                let Ok(s) = id.cast::<PyString>() else {
+                    return Err(PyTypeError::new_err(format!(
+                        "msg_ids must hold str, not {}",
+                        id.get_type().name()?
+                    )));
+                };
+                let s = s.to_str()?.to_owned();
+                args::msg_id(&s, "msg_ids")?;
+                list.push(s);
+            }
+            let ids = list;
             if ids.len() != out.len() {
                 return Err(PyValueError::new_err(format!(
                     "msg_ids has {} ids for {} items",
@@ -113,8 +156,10 @@ impl PyNatsChannel {
     fn one(
         &self,
         item: &Bound<'_, PyAny>,
-        msg_id: Option<String>,
+        msg_id: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<(Bytes, Option<String>)>> {
+        self.check()?;
+        let msg_id = args::msg_id_arg(msg_id)?;
         Ok(vec![(self.codec.encode(item)?, msg_id)])
     }
 
@@ -134,6 +179,7 @@ impl PyNatsChannel {
         max: Option<usize>,
         iter: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
+        self.check()?;
         if self.link.is_closed() {
             return Err(if iter {
                 PyStopAsyncIteration::new_err(())
@@ -175,7 +221,9 @@ impl PyNatsChannel {
         }
         let link = self.link.clone();
         future_into_py(py, async move {
-            let result = super::rt::on_io(async move { link.publish(payloads).await }).await?;
+            let result =
+                super::rt::on_io(async move { link.publish(payloads, Default::default()).await })
+                    .await?;
             Ok(SendOutcome { result, count })
         })
     }
@@ -191,10 +239,17 @@ impl PyNatsChannel {
         }
         let deadline = args::deadline(timeout)?;
         let link = self.link.clone();
-        match super::blocking::wait(py, async move { link.publish(payloads).await }, deadline)? {
+        let progress = Arc::new(AtomicUsize::new(0));
+        let p = progress.clone();
+        match super::blocking::wait(py, async move { link.publish(payloads, p).await }, deadline)? {
             Some(Ok(n)) => Ok(n),
             Some(Err((sent, e))) => Err(with_sent(py, e, sent)),
-            None => Err(PyTimeoutError::new_err("send timed out")),
+            // `sent`: the prefix acknowledged before the deadline.
+            None => Err(with_sent(
+                py,
+                Error::Timeout("send timed out".to_owned()),
+                progress.load(Ordering::Relaxed),
+            )),
         }
     }
 
@@ -204,6 +259,7 @@ impl PyNatsChannel {
         max: Option<usize>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
+        self.check()?;
         if self.link.is_closed() {
             return Err(closed_error());
         }
@@ -297,6 +353,9 @@ impl PyNatsChannel {
             storage,
             replicas,
         )?;
+        // The IO runtime is made again in a forked child only once the
+        // fork hook is registered.
+        crate::runtime::ensure_fork_hook(py)?;
         future_into_py(py, async move {
             let link = super::rt::on_io(Link::connect(a.opts))
                 .await?
@@ -354,8 +413,23 @@ impl PyNatsChannel {
             storage,
             replicas,
         )?;
-        let link = super::blocking::wait(py, Link::connect(a.opts), None)?
-            .expect("no deadline")
+        crate::runtime::ensure_fork_hook(py)?;
+        // Bounded: every server tried once, then the JetStream requests
+        // (stream lookup, creation, consumer), each within `timeout`.
+        let o = &a.opts;
+        let budget = o
+            .connect_timeout
+            .saturating_mul(u32::try_from(o.servers.len()).unwrap_or(u32::MAX))
+            .saturating_add(o.timeout.saturating_mul(3))
+            .saturating_add(Duration::from_secs(1))
+            .min(Duration::from_secs(1 << 40));
+        let names = o.servers.join(", ");
+        let link = super::blocking::wait(py, Link::connect(a.opts), Some(Instant::now() + budget))?
+            .ok_or_else(|| {
+                PyTimeoutError::new_err(format!(
+                    "cannot connect to NATS at {names}: no answer within {budget:?}"
+                ))
+            })?
             .map_err(to_pyerr)?;
         Ok(PyNatsChannel {
             link,
@@ -384,7 +458,7 @@ impl PyNatsChannel {
         &self,
         py: Python<'py>,
         item: &Bound<'py, PyAny>,
-        msg_id: Option<String>,
+        msg_id: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let p = self.one(item, msg_id)?;
         self.send_op(py, p, false)
@@ -464,6 +538,7 @@ impl PyNatsChannel {
     ///         or in `ack="on_receive"` mode.
     #[pyo3(signature = (count = 1))]
     fn task_done(&self, count: usize) -> PyResult<()> {
+        self.check()?;
         if self.ack_on_receive {
             return Err(PyValueError::new_err(
                 "task_done() with ack='on_receive': items are acknowledged when received",
@@ -489,7 +564,13 @@ impl PyNatsChannel {
     /// server for immediate redelivery; items received and not yet
     /// acknowledged can still be acknowledged with `task_done()`. The
     /// stream, the consumer and other handles are not affected.
+    ///
+    /// In a child made by `fork()` from the process that connected it,
+    /// does nothing and returns False: the connection is the parent's.
     fn close(&self) -> bool {
+        if self.link.inherited() {
+            return false;
+        }
         self.link.close()
     }
 
@@ -499,6 +580,7 @@ impl PyNatsChannel {
     ///
     /// Cancel safety: cancelling only stops the waiting.
     fn wait_closed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.check()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let _ = self.link.acks.send(AckCmd::Flush(tx));
         future_into_py(py, async move {
@@ -514,25 +596,29 @@ impl PyNatsChannel {
     }
 
     /// Number of items pulled ahead into the local buffer, not yet received.
-    fn __len__(&self) -> usize {
-        self.link.buffer.len()
+    fn __len__(&self) -> PyResult<usize> {
+        self.check()?;
+        Ok(self.link.buffer.len())
     }
 
     /// A snapshot: `buffered`, `unacked` (received, waiting for
     /// `task_done`), `closed`, `servers`, `stream`, `subject`, `consumer`,
     /// `codec`, `ack`.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.check()?;
         let o = &self.link.opts;
+        // Read under the locks, then build the dict: no Python runs while
+        // a Rust lock is held.
+        let buffered = self.link.buffer.len();
+        let unacked = self
+            .link
+            .unacked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
         let d = PyDict::new(py);
-        d.set_item("buffered", self.link.buffer.len())?;
-        d.set_item(
-            "unacked",
-            self.link
-                .unacked
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .len(),
-        )?;
+        d.set_item("buffered", buffered)?;
+        d.set_item("unacked", unacked)?;
         d.set_item("closed", self.link.is_closed())?;
         d.set_item("servers", o.servers.clone())?;
         d.set_item("stream", &o.stream)?;
@@ -574,7 +660,7 @@ impl PyNatsChannel {
         &self,
         py: Python<'_>,
         item: &Bound<'_, PyAny>,
-        msg_id: Option<String>,
+        msg_id: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let p = self.one(item, msg_id)?;
