@@ -982,3 +982,24 @@ def test_item_freed_when_consumer_drops_it(impl, arun):
             assert q.empty()
 
     arun(main)
+
+
+def test_yield_from_the_await_iterator(impl, arun):
+    """Generator-based coroutines delegate with `yield from x.__await__()`:
+    the iterator must itself be iterable, as asyncio's future iterator is."""
+
+    @types.coroutine
+    def legacy(q):
+        got = yield from q.get().__await__()
+        yield from q.put(got * 2).__await__()
+        return got
+
+    async def main():
+        q = impl.Queue()
+        waiter = asyncio.ensure_future(legacy(q))
+        await asyncio.sleep(0)
+        await q.put(21)
+        assert await waiter == 21
+        assert q.get_nowait() == 42
+
+    arun(main)

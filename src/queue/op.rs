@@ -294,6 +294,12 @@ impl QueueOp {
         slf
     }
 
+    /// The iterator `__await__` returns is itself, so that `yield from
+    /// q.get().__await__()` works, as on asyncio's future iterator.
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
     fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
         next_result(slf.py(), Self::step(slf)?)
     }
