@@ -30,6 +30,7 @@ pub mod heap;
 pub mod lock;
 pub mod op;
 pub mod pyqueue;
+mod slots;
 mod snapshot;
 pub mod state;
 
@@ -104,6 +105,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<op::QueueOp>()?;
     crate::awaitable::patch_am_send::<op::QueueOp>(py);
     crate::awaitable::patch_am_await_self::<op::QueueOp>(py);
+    slots::install(py);
     let exc = QueueExceptions::get(py)?;
     m.add("QueueEmpty", exc.empty.bind(py))?;
     m.add("QueueFull", exc.full.bind(py))?;

@@ -151,6 +151,24 @@ impl QueueOp {
         }
     }
 
+    /// For the free list (see `slots`), from `tp_dealloc` only: when the
+    /// operation is finished and holds nothing but its queue, move the
+    /// queue reference out and return it (an owned pointer). The contents
+    /// are then spent: they must be overwritten, never dropped nor used.
+    /// `None` leaves everything as it was.
+    pub(super) unsafe fn release_if_spent(&self) -> Option<*mut pyo3::ffi::PyObject> {
+        let st = self.state.try_lock()?;
+        let spent = matches!(st.phase, Phase::Done)
+            && matches!(
+                st.work,
+                Work::Get | Work::Next | Work::GetMany(_) | Work::Join | Work::Put(None)
+            );
+        drop(st);
+        // SAFETY: the caller never drops nor reads the contents again, so
+        // the queue reference moves out exactly once.
+        spent.then(|| unsafe { std::ptr::read(&self.queue) }.into_ptr())
+    }
+
     /// Leave the waiter list, as the coroutine's `except:`/`finally:` does.
     fn leave(&self, py: Python<'_>, st: &mut OpState) -> PyResult<()> {
         if let Phase::Waiting(fut) = std::mem::replace(&mut st.phase, Phase::Done) {
