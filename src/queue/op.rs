@@ -156,6 +156,7 @@ impl QueueOp {
     /// queue reference out and return it (an owned pointer). The contents
     /// are then spent: they must be overwritten, never dropped nor used.
     /// `None` leaves everything as it was.
+    #[cfg(all(not(Py_LIMITED_API), not(Py_GIL_DISABLED), not(PyPy), not(GraalPy)))]
     pub(super) unsafe fn release_if_spent(&self) -> Option<*mut pyo3::ffi::PyObject> {
         let st = self.state.try_lock()?;
         let spent = matches!(st.phase, Phase::Done)
