@@ -145,3 +145,21 @@ def test_queue_freed_with_its_last_operation(impl, arun):
         assert freed == [True]
 
     arun(main)
+
+
+def test_operation_type_cannot_gain_a_finalizer(impl, arun):
+    """A finalizer added to the operation type would see reused objects as
+    already finalized; the type refuses new attributes, as a coroutine's
+    type does."""
+
+    async def main():
+        q = impl.Queue()
+        q.put_nowait(1)
+        op = q.get()
+        assert await op == 1
+        before = getattr(type(op), "__del__", None)
+        with pytest.raises(TypeError):
+            type(op).__del__ = lambda self: None
+        assert getattr(type(op), "__del__", None) is before
+
+    arun(main)

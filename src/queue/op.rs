@@ -71,7 +71,12 @@ struct OpState {
 /// A pending queue operation (`get`, `put`, `join`, ...); await it.
 ///
 /// Coroutine-like: supports `send`, `throw`, `close` and `__await__`.
-#[pyclass(frozen, module = "rustasync._rustasync", name = "QueueOp")]
+#[pyclass(
+    frozen,
+    immutable_type,
+    module = "rustasync._rustasync",
+    name = "QueueOp"
+)]
 pub struct QueueOp {
     queue: Py<PyQueue>,
     state: TryLock<OpState>,

@@ -83,7 +83,12 @@ mod imp {
     unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
         let tp = ffi::Py_TYPE(obj);
         let free = &mut *FREE.0.get();
-        if tp == TYPE.load(Ordering::Relaxed) && free.len < CAPACITY {
+        // A type given a finalizer would see a reused object as already
+        // finalized (the collector keeps that bit in the header), so such
+        // objects are freed, never parked. The type is immutable, so this
+        // only guards against C code patching it.
+        if tp == TYPE.load(Ordering::Relaxed) && free.len < CAPACITY && (*tp).tp_finalize.is_none()
+        {
             let py = Python::assume_attached();
             let op = pyo3::Borrowed::from_ptr(py, obj).cast_unchecked::<QueueOp>();
             if let Some(queue) = op.get().release_if_spent() {
@@ -111,6 +116,18 @@ mod imp {
             let Some(pyo3_dealloc) = (*tp).tp_dealloc else {
                 return;
             };
+            // Parking is sound only for an object nothing can point into
+            // once it is freed: no weak references (they would come back
+            // pointing at the next operation), no instance dict, no
+            // subclasses (another layout), no finalizer, a fixed size.
+            let plain = (*tp).tp_weaklistoffset == 0
+                && (*tp).tp_dictoffset == 0
+                && (*tp).tp_flags & ffi::Py_TPFLAGS_BASETYPE == 0
+                && (*tp).tp_finalize.is_none()
+                && (*tp).tp_itemsize == 0;
+            if !plain {
+                return;
+            }
             PYO3_DEALLOC.store(pyo3_dealloc as *mut std::ffi::c_void, Ordering::Relaxed);
             TYPE.store(tp, Ordering::Relaxed);
             (*tp).tp_alloc = Some(alloc);
