@@ -192,6 +192,11 @@ impl LoopWaker {
             return abandon_all(vec![c]);
         }
         if thread_key() == self.thread && self.generation == fork_generation() {
+            // At exit, left undone (see `exit`): never dropped either, as
+            // that could run Python code too.
+            let Some(_beneath) = crate::exit::python_beneath() else {
+                return std::mem::forget(c);
+            };
             // Possibly from a `Drop` while an exception propagates (a ticket
             // dropped in a dealloc hands its item on): keep it aside.
             Python::attach(|py| crate::awaitable::with_exception_aside(py, || c.complete(py)));
@@ -295,13 +300,25 @@ impl LoopWaker {
     }
 
     /// The drain: runs on the loop thread.
+    ///
+    /// Once the interpreter is exiting it runs nothing (see `exit`): what
+    /// is left in the batch is leaked, since dropping it could run Python
+    /// code as well.
     fn run_pending(&self, py: Python<'_>) {
         if let Some(sig) = &self.signal {
             sig.clear();
         }
+        let Some(_beneath) = crate::exit::python_beneath() else {
+            return;
+        };
         self.scheduled.store(false, Ordering::Release);
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        for c in batch {
+        let mut batch = batch.into_iter();
+        while let Some(c) = batch.next() {
+            if crate::exit::exiting() {
+                std::mem::forget(c);
+                return batch.for_each(std::mem::forget);
+            }
             c.complete(py);
         }
     }
