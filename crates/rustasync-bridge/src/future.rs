@@ -26,9 +26,11 @@
 //!   ([`crate::runtime`]): one `call_soon_threadsafe` per burst of
 //!   completions, not one per future. On the loop thread, what is left of
 //!   the future is dropped (attached, so the Python objects it held are
-//!   freed at once), the output is converted to a Python object, and the
-//!   awaiting task is woken; tokio workers never attach to the interpreter
-//!   for it. An aborted future is sent to the loop thread to be dropped too.
+//!   freed at once), and the awaiting task is woken; tokio workers never
+//!   attach to the interpreter for it. An output that is not a Python
+//!   object already is converted to one when the awaiting task takes it,
+//!   so one never taken is dropped as the Rust value it is. An aborted
+//!   future is sent to the loop thread to be dropped too.
 //! * If the loop is closed by then, nothing is scheduled on it.
 //! * If the runtime shuts down under the future (one given with
 //!   [`init_with_handle`](crate::runtime::init_with_handle)), the `await`
@@ -60,9 +62,10 @@
 //! task (which will resolve it) and the awaitable, so neither reports it
 //! to the garbage collector: like an executor thread that will set a
 //! result, the running Rust future keeps the waiting Task reachable until it
-//! finishes or is aborted (see docs/design.md). The result, once it is a
-//! Python object that nothing else shares, is reported to the garbage
-//! collector, as a finished Future's is. After `fork()` the child gets a
+//! finishes or is aborted (see docs/design.md). A result that is a Python
+//! object (a `Py<PyAny>` output) and that nothing else shares is reported
+//! to the garbage collector, as a finished Future's is; Python objects
+//! inside other Rust values are not. After `fork()` the child gets a
 //! fresh runtime on first use.
 //!
 //! # Awaiting twice
@@ -79,7 +82,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
-use pyo3::exceptions::{PyBaseException, PyRuntimeError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::{IntoPyObjectExt, PyTraverseError, PyVisit};
 
@@ -88,10 +91,27 @@ use crate::locals::TaskLocals;
 use crate::panic::panic_to_pyerr;
 use crate::runtime::{Completion, FutureWake, LoopWaker};
 
-type Output = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+/// Makes a Rust output a Python object.
+type Convert = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
 
-/// An output made a Python object (on the loop's thread).
-type Converted = Result<Py<PyAny>, Py<PyBaseException>>;
+/// A finished future's output, as stored until an `await` takes it.
+enum Output {
+    /// A Python object or an error: nothing left to convert, and visible
+    /// to the garbage collector.
+    Value(PyResult<Py<PyAny>>),
+    /// A Rust value, converted when an `await` takes it (so that one never
+    /// taken is dropped as the Rust value, with its `Drop`).
+    Later(Convert),
+}
+
+impl Output {
+    fn into_py(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match self {
+            Output::Value(r) => r,
+            Output::Later(f) => f(py),
+        }
+    }
+}
 
 tokio::task_local! {
     /// Set once the awaitable of the bridged future being polled gave up
@@ -112,10 +132,7 @@ struct Shared {
 
 #[derive(Default)]
 struct Inner {
-    /// Produced on tokio, not yet a Python object.
     output: Option<Output>,
-    /// The output as a Python object, made on the loop's thread.
-    result: Option<Converted>,
     wake: Option<Arc<FutureWake>>,
     taken: bool,
 }
@@ -125,10 +142,9 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Store the output (on a tokio worker) and hand it, with what is left
-    /// of the future, to the loop's thread: there the output becomes a
-    /// Python object, the leftover is dropped attached to the interpreter,
-    /// and the waiting task is woken.
+    /// Store the output (on a tokio worker) and hand what is left of the
+    /// future to the loop's thread: there it is dropped attached to the
+    /// interpreter, and then the waiting task is woken.
     fn finish<L: Send + 'static>(
         self: &Arc<Self>,
         out: Output,
@@ -147,7 +163,7 @@ impl Shared {
                 shared: self.clone(),
                 leftover: Mutex::new(leftover),
             })),
-            // No loop known yet: the first `await` converts the output.
+            // No loop known yet: nobody awaits it yet either.
             None => drop(leftover),
         }
     }
@@ -164,27 +180,14 @@ impl<L: Send + 'static> Completion for Deliver<L> {
         // Attached: whatever Python objects the future still held are
         // freed now, before the waiting task sees the result.
         drop(take(&self.leftover));
-        let out = {
+        let wake = {
             let mut i = self.shared.lock();
             if i.taken {
                 None
             } else {
-                i.output.take()
+                i.wake.take()
             }
         };
-        // Taken meanwhile by an `await`, or given up.
-        let Some(out) = out else { return };
-        let converted = out(py).map_err(|e| e.into_value(py));
-        let (unwanted, wake) = {
-            let mut i = self.shared.lock();
-            if i.taken {
-                (Some(converted), None)
-            } else {
-                i.result = Some(converted);
-                (None, i.wake.take())
-            }
-        };
-        drop(unwanted);
         if let Some(w) = wake {
             w.complete(py);
         }
@@ -271,7 +274,21 @@ fn convert<T>(r: PyResult<T>) -> Output
 where
     T: for<'py> IntoPyObject<'py> + Send + 'static,
 {
-    Box::new(move |py| r.and_then(|v| v.into_py_any(py)))
+    let v = match r {
+        Ok(v) => v,
+        Err(e) => return Output::Value(Err(e)),
+    };
+    // A Python object already: stored as one.
+    let mut slot = Some(v);
+    if let Some(obj) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Py<PyAny>>>() {
+        if let Some(obj) = obj.take() {
+            return Output::Value(Ok(obj));
+        }
+    }
+    Output::Later(Box::new(move |py| match slot {
+        Some(v) => v.into_py_any(py),
+        None => Ok(py.None()),
+    }))
 }
 
 /// For the first, inline poll: a spawned task polls again with its own.
@@ -338,9 +355,7 @@ where
         let _entered = rt.enter();
         match Pin::new(&mut guarded).poll(&mut Context::from_waker(noop_waker())) {
             Poll::Ready(out) => {
-                // On the loop's thread: a Python object at once.
-                let converted = out(py).map_err(|e| e.into_value(py));
-                shared.lock().result = Some(converted);
+                shared.lock().output = Some(out);
                 None
             }
             Poll::Pending => {
@@ -389,35 +404,21 @@ impl RustFuture {
         let dropped = {
             let mut i = self.shared.lock();
             i.taken = true;
-            (i.output.take(), i.result.take(), i.wake.take())
+            (i.output.take(), i.wake.take())
         };
         drop(dropped);
     }
 
-    /// The outcome, if there is one yet: taken (`taken` is set).
-    fn take_outcome(i: &mut Inner) -> Option<Result<Converted, Output>> {
-        let out = match (i.result.take(), i.output.take()) {
-            (Some(r), _) => Ok(r),
-            (None, Some(o)) => Err(o),
-            (None, None) => return None,
-        };
+    /// The output, if there is one yet: taken (`taken` is set).
+    fn take_outcome(i: &mut Inner) -> Option<Output> {
+        let out = i.output.take()?;
         i.taken = true;
         Some(out)
     }
 
-    /// Finish an `await` with its outcome.
-    fn finish_await(
-        py: Python<'_>,
-        outcome: Result<Converted, Output>,
-    ) -> PyResult<Option<Py<PyAny>>> {
-        let converted = match outcome {
-            Ok(c) => c,
-            Err(out) => out(py).map_err(|e| e.into_value(py)),
-        };
-        match converted {
-            Ok(v) => crate::awaitable::complete(py, v),
-            Err(e) => Err(PyErr::from_value(e.into_bound(py).into_any())),
-        }
+    /// Finish an `await` with its output.
+    fn finish_await(py: Python<'_>, outcome: Output) -> PyResult<Option<Py<PyAny>>> {
+        crate::awaitable::complete(py, outcome.into_py(py)?)
     }
 }
 
@@ -438,7 +439,7 @@ impl RustFuture {
         let py = slf.py();
         let current = {
             let i = slf.get().shared.lock();
-            if i.output.is_some() || i.result.is_some() || i.taken {
+            if i.output.is_some() || i.taken {
                 None
             } else {
                 i.wake.clone()
@@ -545,8 +546,9 @@ impl RustFuture {
     // tokio task (through the shared state), an owner the collector cannot
     // see. Like a thread that will set a future's result, it keeps the
     // waiting Task reachable until the Rust future finishes or is aborted.
-    // The result is visited once nothing else shares the state (the tokio
-    // task and the delivery are over), as a finished Future's is.
+    // A result that is a Python object is visited once nothing else shares
+    // the state (the tokio task and the delivery are over), as a finished
+    // Future's is.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if Arc::strong_count(&self.shared) != 1 {
             return Ok(());
@@ -554,21 +556,20 @@ impl RustFuture {
         let Ok(i) = self.shared.inner.try_lock() else {
             return Ok(());
         };
-        match &i.result {
-            Some(Ok(v)) => visit.call(v),
-            Some(Err(e)) => visit.call(e),
-            None => Ok(()),
+        match &i.output {
+            Some(Output::Value(Ok(v))) => visit.call(v),
+            _ => Ok(()),
         }
     }
 
     fn __clear__(&self) {
-        let result = self.shared.lock().result.take();
-        drop(result);
+        let output = self.shared.lock().output.take();
+        drop(output);
     }
 
     /// True once the Rust future has finished.
     fn done(&self) -> bool {
         let i = self.shared.lock();
-        i.output.is_some() || i.result.is_some() || i.taken
+        i.output.is_some() || i.taken
     }
 }

@@ -45,9 +45,9 @@
 //! queues the completion and, for the first completion of a burst, writes
 //! one byte to a socket the loop watches with `add_reader`. It never
 //! attaches to the interpreter, so it never waits for the GIL. On the loop
-//! thread, one callback resolves every queued completion: the output is
-//! converted to a Python object there and what is left of the future is
-//! dropped there, before the awaiting task resumes.
+//! thread, one callback resolves every queued completion; what is left of
+//! the future is dropped there, before the awaiting task resumes. The
+//! output is converted to a Python object when the task takes it.
 //! A burst of N completions costs one wakeup, not N `call_soon_threadsafe`.
 //!
 //! **Cancellation, Python side first.** Cancelling the awaiting task, or
