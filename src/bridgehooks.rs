@@ -212,6 +212,55 @@ fn _bridge_attach_for_long<'py>(py: Python<'py>, via: &str) -> PyResult<Bound<'p
     }
 }
 
+/// The runtime `_bridge_use_droppable_runtime` gave, until it is shut down.
+static DROPPABLE: std::sync::Mutex<Option<tokio::runtime::Runtime>> = std::sync::Mutex::new(None);
+
+/// Run bridged futures from now on on a runtime of the extension's own
+/// that `_bridge_shutdown_runtime` can shut down.
+#[pyfunction]
+fn _bridge_use_droppable_runtime() -> PyResult<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("droppable")
+        .build()
+        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+    rustasync_bridge::runtime::init_with_handle(rt.handle().clone());
+    let old = DROPPABLE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .replace(rt);
+    if let Some(old) = old {
+        old.shutdown_background();
+    }
+    Ok(())
+}
+
+/// Shut down the runtime `_bridge_use_droppable_runtime` gave (its tasks
+/// are dropped), leaving its handle given.
+#[pyfunction]
+fn _bridge_shutdown_runtime(py: Python<'_>) {
+    let rt = DROPPABLE.lock().unwrap_or_else(|e| e.into_inner()).take();
+    py.detach(move || {
+        if let Some(rt) = rt {
+            rt.shutdown_background();
+        }
+    });
+}
+
+/// Awaitable whose Rust future holds `obj` (not its result: it resolves
+/// to `None`) for `seconds` of `tokio::time::sleep`.
+#[pyfunction]
+fn _bridge_hold(py: Python<'_>, obj: Py<PyAny>, seconds: f64) -> PyResult<Bound<'_, PyAny>> {
+    let d = Duration::try_from_secs_f64(seconds)
+        .map_err(|_| PyValueError::new_err("seconds must be a non-negative number"))?;
+    future_into_py(py, async move {
+        let _obj = obj;
+        tokio::time::sleep(d).await;
+        Ok(())
+    })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_bridge_attach_for_long, m)?)?;
     m.add_function(wrap_pyfunction!(_bridge_sleep, m)?)?;
@@ -219,6 +268,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_bridge_await, m)?)?;
     m.add_function(wrap_pyfunction!(_bridge_thread_name, m)?)?;
     m.add_function(wrap_pyfunction!(_bridge_use_own_runtime, m)?)?;
+    m.add_function(wrap_pyfunction!(_bridge_use_droppable_runtime, m)?)?;
+    m.add_function(wrap_pyfunction!(_bridge_shutdown_runtime, m)?)?;
+    m.add_function(wrap_pyfunction!(_bridge_hold, m)?)?;
     m.add_function(wrap_pyfunction!(_bridge_pyo3_async_runtimes_locals, m)?)?;
     m.add_function(wrap_pyfunction!(_bridge_await_pyo3_async_runtimes, m)?)?;
     m.add_function(wrap_pyfunction!(_bridge_nested_pyo3_async_runtimes, m)?)?;

@@ -5,8 +5,10 @@ extension owns, and pyo3-async-runtimes calls inside bridged futures."""
 import ast
 import asyncio
 import contextvars
+import gc
 import subprocess
 import sys
+import weakref
 
 import pytest
 
@@ -332,3 +334,182 @@ def test_into_future_resolves_when_its_loop_closes():
         gc.collect()
         time.sleep(0.05)
     assert {k: r() is not None for k, r in refs.items()} == dict.fromkeys(refs, False)
+
+
+# -- asyncio.run() closing while Rust futures are about to await Python --
+
+_RUN_CLOSE = """
+import asyncio, gc
+from rustasync import _rustasync as m
+
+def sleep(i):
+    return asyncio.sleep(0.003, i)
+
+async def main():
+    for i in range(100):
+        # Cancelled by asyncio.run() while the Rust future is on its way to
+        # scheduling the coroutines it makes (after a trip through tokio).
+        asyncio.ensure_future(m._rust_await_each("rustasync-bridge", sleep, 2, True))
+    await asyncio.sleep(0.002)
+
+for _ in range(20):
+    asyncio.run(main())
+gc.collect()
+print(sum(isinstance(o, asyncio.Task) for o in gc.get_objects()))
+"""
+
+
+def test_asyncio_run_closing_with_awaits_from_rust_in_flight_is_silent():
+    """A coroutine the Rust side was about to schedule when its awaiting task
+    was cancelled is never made a task, as when a coroutine is cancelled
+    before it reaches `create_task`: no "Task was destroyed but it is
+    pending!", no "never awaited" warning, no task left behind (both used
+    to be printed in most runs)."""
+    for i in range(10):
+        p = subprocess.run(
+            [sys.executable, "-c", _RUN_CLOSE],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert (p.returncode, p.stdout, p.stderr) == (0, "0\n", ""), (i, p.stderr[-2000:])
+
+
+# -- the runtime given with init_with_handle shuts down --
+
+_SHUTDOWN = """
+import asyncio
+from rustasync import _rustasync as m
+
+async def outcome(aw):
+    try:
+        return repr(await asyncio.wait_for(aw, 10))
+    except BaseException as e:
+        return f"{type(e).__name__}: {e}"
+
+async def main():
+    m._bridge_use_droppable_runtime()
+    sleeping = asyncio.ensure_future(outcome(m._rust_sleep(30, "never")))
+    awaiting = asyncio.ensure_future(outcome(m._bridge_await(asyncio.sleep(30))))
+    await asyncio.sleep(0.05)
+    m._bridge_shutdown_runtime()
+    print(await sleeping)
+    print(await awaiting)
+    try:
+        m._rust_sleep(0.01, "after")
+    except BaseException as e:
+        print(f"{type(e).__name__}: {e}")
+    m._bridge_use_own_runtime("given-again")
+    print(await outcome(m._rust_sleep(0.01, "again")))
+
+asyncio.run(main())
+"""
+
+
+def test_runtime_given_by_the_extension_shuts_down():
+    """Futures in flight when the extension's runtime shuts down resolve
+    with a RuntimeError naming the cause (they used to wait for good), and
+    a call made afterwards raises one at once (it used to panic inside
+    tokio); a runtime given afterwards is used."""
+    p = subprocess.run(
+        [sys.executable, "-c", _SHUTDOWN], capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stdout.splitlines()
+    gone = "RuntimeError: the tokio runtime running the Rust future shut down before it finished"
+    assert lines[:2] == [gone, gone], lines
+    assert lines[2].startswith("RuntimeError: the tokio runtime given with init_with_handle"), lines
+    assert lines[3:] == ["'again'"], lines
+
+
+# -- the awaitable: collection, concurrent awaits, where objects are freed --
+
+
+def test_a_cycle_through_a_result_never_awaited_is_collected(run):
+    """awaitable -> its stored result -> awaitable is collected, as the same
+    cycle through `Future.set_result` is (it used to be kept for good)."""
+
+    class Box:
+        aw: object = None
+
+    async def main():
+        refs = []
+        for make in (_ra._rust_ready, _ra._rust_yield):
+            b = Box()
+            aw = make(b)
+            b.aw = aw
+            refs.append(weakref.ref(b))
+            await wait_until(aw.done)
+            del b, aw
+        await asyncio.sleep(0.05)  # the result reaches the loop
+        gc.collect()
+        return [r() is None for r in refs]
+
+    assert run(main()) == [True, True]
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "rust"])
+def test_a_second_concurrent_await_fails_at_once(run, kind):
+    """Like a coroutine: awaiting it while another task awaits it raises
+    RuntimeError at once, and the first await is unaffected (it used to
+    wait with the first and fail only when the result came)."""
+
+    async def value():
+        await asyncio.sleep(0.05)
+        return "v"
+
+    async def main():
+        aw = value() if kind == "coroutine" else _ra._rust_sleep(0.05, "v")
+
+        async def first_await():
+            return await aw
+
+        first = asyncio.ensure_future(first_await())
+        await asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="is being awaited already"):
+            await aw
+        assert not first.done()
+        return await first
+
+    assert run(main()) == "v"
+
+
+@pytest.mark.parametrize("how", ["cancelled", "collected"])
+def test_objects_held_by_an_aborted_rust_future_are_freed_on_the_loop(run, how):
+    """An object held by a Rust future that is aborted (its task cancelled,
+    or its awaitable, never awaited, freed) is freed on the loop's thread soon after,
+    with nothing but the loop running: it used to wait, on the tokio
+    worker that dropped it, for the next call into the extension."""
+
+    class Held:
+        pass
+
+    async def main():
+        h = Held()
+        ref = weakref.ref(h)
+        aw = _ra._bridge_hold(h, 30)
+        del h
+
+        if how == "cancelled":
+
+            async def hold(a):
+                await a
+
+            t = asyncio.ensure_future(hold(aw))
+            await asyncio.sleep(0.02)
+            t.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await t
+            del t
+        else:
+            await asyncio.sleep(0.02)  # never awaited
+        del aw
+        gc.collect()
+        # Only the loop runs here: no call into the extension.
+        for _ in range(400):
+            if ref() is None:
+                return True
+            await asyncio.sleep(0.005)
+        return False
+
+    assert run(main())

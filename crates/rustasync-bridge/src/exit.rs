@@ -16,6 +16,21 @@
 //!    in progress on tokio workers to return: a worker waiting to attach
 //!    gets in, and out, before finalization starts.
 //!
+//! 3. waits the same way for the threads running Python code beneath the
+//!    crate's own frames (a batch of results being delivered, an awaitable
+//!    making the future it suspends on) to leave them. From then on the
+//!    crate runs no Python code beneath its frames: results are no longer
+//!    delivered, and a bridged awaitable that would suspend yields to its
+//!    task instead.
+//!
+//! Why the third step: before Python 3.14, a daemon thread that wants the
+//! interpreter back once finalization started is ended with
+//! `pthread_exit`, which unwinds its stack. An unwind that meets a Rust
+//! frame catching panics (every PyO3 callback has one) aborts the process
+//! ("FATAL: exception not rethrown"). A daemon thread waiting for the
+//! interpreter inside Python code that a Rust frame called is exactly
+//! that, so no such thread may be left waiting when finalization starts.
+//!
 //! Tokio tasks that are not bridged futures (spawned by the extension
 //! itself) are not covered: they must not attach at exit.
 
@@ -31,6 +46,36 @@ use pyo3::types::{PyCFunction, PyDict};
 static EXITING: AtomicBool = AtomicBool::new(false);
 /// Polls of bridged futures in progress on tokio workers.
 static POLLING: AtomicUsize = AtomicUsize::new(0);
+/// Threads running Python code beneath the crate's frames.
+static BENEATH: AtomicUsize = AtomicUsize::new(0);
+
+/// The exit hook ran: no bridged future is polled again, and no Python
+/// code is run beneath the crate's frames.
+pub(crate) fn exiting() -> bool {
+    EXITING.load(Ordering::SeqCst)
+}
+
+/// Held while this thread runs Python code beneath the crate's frames.
+pub(crate) struct Beneath(());
+
+impl Drop for Beneath {
+    fn drop(&mut self) {
+        // Saturating: a forked child starts again from zero.
+        let _ = BENEATH.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+}
+
+/// Count this thread as about to run Python code beneath the crate's
+/// frames, unless the process is exiting (`None`: run none).
+pub(crate) fn python_beneath() -> Option<Beneath> {
+    // Counted first, then checked, as for polls.
+    BENEATH.fetch_add(1, Ordering::SeqCst);
+    let guard = Beneath(());
+    if exiting() {
+        return None;
+    }
+    Some(guard)
+}
 
 /// A bridged future that stops at interpreter exit: resolves to `None`
 /// (leaking the future) once the process is exiting.
@@ -86,15 +131,17 @@ fn at_exit(py: Python<'_>) {
     EXITING.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(1);
     py.detach(|| {
-        while POLLING.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        while (POLLING.load(Ordering::SeqCst) > 0 || BENEATH.load(Ordering::SeqCst) > 0)
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(1));
         }
     });
 }
 
 /// Register the exit hook with `atexit`, once per process, and a fork hook
-/// that forgets the parent's polls in progress (their threads are not in
-/// the child).
+/// that forgets the parent's polls and Python calls in progress (their
+/// threads are not in the child).
 pub(crate) fn ensure_hook(py: Python<'_>) -> PyResult<()> {
     static REGISTERED: AtomicBool = AtomicBool::new(false);
     if REGISTERED.load(Ordering::Acquire) {
@@ -108,6 +155,7 @@ pub(crate) fn ensure_hook(py: Python<'_>) -> PyResult<()> {
     if os.hasattr("register_at_fork")? {
         let reset = PyCFunction::new_closure(py, None, None, |_args, _kw| {
             POLLING.store(0, Ordering::SeqCst);
+            BENEATH.store(0, Ordering::SeqCst);
         })?;
         let kw = PyDict::new(py);
         kw.set_item("after_in_child", reset)?;

@@ -24,10 +24,17 @@
 //! * Otherwise it is spawned on the runtime. When it finishes, its output
 //!   is handed to the loop through the loop's wakeup batcher
 //!   ([`crate::runtime`]): one `call_soon_threadsafe` per burst of
-//!   completions, not one per future. The output is converted to a Python
-//!   object on the loop thread, when the awaiting task resumes, so tokio
-//!   workers never attach to the interpreter for it.
+//!   completions, not one per future. On the loop thread, what is left of
+//!   the future is dropped (attached, so the Python objects it held are
+//!   freed at once), and the awaiting task is woken; tokio workers never
+//!   attach to the interpreter for it. An output that is not a Python
+//!   object already is converted to one when the awaiting task takes it,
+//!   so one never taken is dropped as the Rust value it is. An aborted
+//!   future is sent to the loop thread to be dropped too.
 //! * If the loop is closed by then, nothing is scheduled on it.
+//! * If the runtime shuts down under the future (one given with
+//!   [`init_with_handle`](crate::runtime::init_with_handle)), the `await`
+//!   raises `RuntimeError`.
 //!
 //! # Contextvars
 //!
@@ -55,27 +62,72 @@
 //! task (which will resolve it) and the awaitable, so neither reports it
 //! to the garbage collector: like an executor thread that will set a
 //! result, the running Rust future keeps the waiting Task reachable until it
-//! finishes or is aborted (see docs/design.md). After `fork()` the child
-//! gets a fresh runtime on first use.
+//! finishes or is aborted (see docs/design.md). A result that is a Python
+//! object (a `Py<PyAny>` output) and that nothing else shares is reported
+//! to the garbage collector, as a finished Future's is; Python objects
+//! inside other Rust values are not. After `fork()` the child gets a
+//! fresh runtime on first use.
+//!
+//! # Awaiting twice
+//!
+//! Modelled on a coroutine (`send`, `throw`, `close`; one `await`): a
+//! second `await` while a task awaits it raises `RuntimeError("Rust future
+//! is being awaited already")` at once, and one after it finished raises
+//! `RuntimeError("cannot reuse already awaited Rust future")`.
 
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::IntoPyObjectExt;
+use pyo3::{IntoPyObjectExt, PyTraverseError, PyVisit};
 
 use crate::locals::TaskLocals;
 
 use crate::panic::panic_to_pyerr;
-use crate::runtime::FutureWake;
+use crate::runtime::{Completion, FutureWake, LoopWaker};
 
-type Output = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+/// Makes a Rust output a Python object.
+type Convert = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
 
-#[derive(Default)]
+/// A finished future's output, as stored until an `await` takes it.
+enum Output {
+    /// A Python object or an error: nothing left to convert, and visible
+    /// to the garbage collector.
+    Value(PyResult<Py<PyAny>>),
+    /// A Rust value, converted when an `await` takes it (so that one never
+    /// taken is dropped as the Rust value, with its `Drop`).
+    Later(Convert),
+}
+
+impl Output {
+    fn into_py(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match self {
+            Output::Value(r) => r,
+            Output::Later(f) => f(py),
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Set once the awaitable of the bridged future being polled gave up
+    /// on it (its task was cancelled, it was closed or freed).
+    static GIVEN_UP: Arc<AtomicBool>;
+}
+
+/// The flag of the bridged future being polled on this thread, if any:
+/// set once its awaitable gave up on it (the future is about to be aborted).
+pub(crate) fn given_up_flag() -> Option<Arc<AtomicBool>> {
+    GIVEN_UP.try_with(Arc::clone).ok()
+}
+
 struct Shared {
     inner: Mutex<Inner>,
+    given_up: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -86,15 +138,135 @@ struct Inner {
 }
 
 impl Shared {
-    fn finish(&self, out: Output) {
-        let wake = {
-            let mut i = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Store the output (on a tokio worker) and hand what is left of the
+    /// future to the loop's thread: there it is dropped attached to the
+    /// interpreter, and then the waiting task is woken.
+    fn finish<L: Send + 'static>(
+        self: &Arc<Self>,
+        out: Output,
+        leftover: Option<L>,
+        waker: Option<&Arc<LoopWaker>>,
+    ) {
+        let via = {
+            let mut i = self.lock();
             i.output = Some(out);
-            i.wake.take()
+            waker
+                .cloned()
+                .or_else(|| i.wake.as_ref().map(|w| w.loop_waker().clone()))
+        };
+        match via {
+            Some(w) => w.push(Arc::new(Deliver {
+                shared: self.clone(),
+                leftover: Mutex::new(leftover),
+            })),
+            // No loop known yet: nobody awaits it yet either.
+            None => drop(leftover),
+        }
+    }
+}
+
+/// An output on its way to the loop's thread.
+struct Deliver<L> {
+    shared: Arc<Shared>,
+    leftover: Mutex<Option<L>>,
+}
+
+impl<L: Send + 'static> Completion for Deliver<L> {
+    fn complete(self: Arc<Self>, py: Python<'_>) {
+        // Attached: whatever Python objects the future still held are
+        // freed now, before the waiting task sees the result.
+        drop(take(&self.leftover));
+        let wake = {
+            let mut i = self.shared.lock();
+            if i.taken {
+                None
+            } else {
+                i.wake.take()
+            }
         };
         if let Some(w) = wake {
-            w.wake();
+            w.complete(py);
         }
+    }
+
+    /// The loop is closed or gone: let go of the future its task waited
+    /// on (it holds the loop, and the task through its callbacks).
+    fn abandon(self: Arc<Self>) {
+        let wake = self.shared.lock().wake.take();
+        drop(wake);
+    }
+}
+
+/// What is left of an aborted future, dropped on its loop's thread.
+struct Release<L>(Mutex<Option<L>>);
+
+impl<L: Send + 'static> Completion for Release<L> {
+    fn complete(self: Arc<Self>, _py: Python<'_>) {
+        drop(take(&self.0));
+    }
+}
+
+fn take<T>(m: &Mutex<Option<T>>) -> Option<T> {
+    m.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// A bridged future as spawned on tokio. When it finishes, it resolves to
+/// its output and itself, for the loop's thread to drop; dropped before
+/// that (aborted, or its runtime shut down), it sends itself there.
+/// Either way, Python objects it holds are freed attached to the
+/// interpreter, not left on a tokio worker for the next thread that
+/// attaches.
+struct Running<G: Future<Output = Output> + Unpin + Send + 'static> {
+    fut: Option<G>,
+    waker: Option<Arc<LoopWaker>>,
+}
+
+impl<G: Future<Output = Output> + Unpin + Send + 'static> Future for Running<G> {
+    type Output = (Output, Option<G>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(fut) = self.fut.as_mut() else {
+            return Poll::Pending;
+        };
+        match Pin::new(fut).poll(cx) {
+            Poll::Ready(out) => Poll::Ready((out, self.fut.take())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<G: Future<Output = Output> + Unpin + Send + 'static> Drop for Running<G> {
+    fn drop(&mut self) {
+        if let (Some(fut), Some(w)) = (self.fut.take(), &self.waker) {
+            w.push(Arc::new(Release(Mutex::new(Some(fut)))));
+        }
+    }
+}
+
+/// Dropped on a tokio task that ends without producing an output and
+/// without its awaitable giving up on it: the runtime shut down under it.
+struct Unfinished {
+    shared: Option<Arc<Shared>>,
+    waker: Option<Arc<LoopWaker>>,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some(sh) = self.shared.take() else { return };
+        if crate::exit::exiting() || sh.given_up.load(Ordering::SeqCst) {
+            return;
+        }
+        sh.finish::<()>(
+            convert::<()>(Err(PyRuntimeError::new_err(
+                "the tokio runtime running the Rust future shut down before it finished",
+            ))),
+            None,
+            self.waker.as_ref(),
+        );
     }
 }
 
@@ -102,7 +274,21 @@ fn convert<T>(r: PyResult<T>) -> Output
 where
     T: for<'py> IntoPyObject<'py> + Send + 'static,
 {
-    Box::new(move |py| r.and_then(|v| v.into_py_any(py)))
+    let v = match r {
+        Ok(v) => v,
+        Err(e) => return Output::Value(Err(e)),
+    };
+    // A Python object already: stored as one.
+    let mut slot = Some(v);
+    if let Some(obj) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Py<PyAny>>>() {
+        if let Some(obj) = obj.take() {
+            return Output::Value(Ok(obj));
+        }
+    }
+    Output::Later(Box::new(move |py| match slot {
+        Some(v) => v.into_py_any(py),
+        None => Ok(py.None()),
+    }))
 }
 
 /// For the first, inline poll: a spawned task polls again with its own.
@@ -150,7 +336,9 @@ where
 {
     crate::runtime::ensure_fork_hook(py)?;
     crate::exit::ensure_hook(py)?;
-    let mut inner = Box::pin(crate::locals::scope(locals.clone(), fut));
+    let given_up = Arc::new(AtomicBool::new(false));
+    let mut inner =
+        Box::pin(GIVEN_UP.scope(given_up.clone(), crate::locals::scope(locals.clone(), fut)));
     let mut guarded = poll_fn(move |cx: &mut Context<'_>| {
         match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
             Ok(Poll::Ready(r)) => Poll::Ready(convert(r)),
@@ -159,27 +347,36 @@ where
         }
     });
     let rt = crate::runtime::handle()?;
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        inner: Mutex::new(Inner::default()),
+        given_up,
+    });
     let abort = {
         let _entered = rt.enter();
-        match std::pin::Pin::new(&mut guarded).poll(&mut Context::from_waker(noop_waker())) {
+        match Pin::new(&mut guarded).poll(&mut Context::from_waker(noop_waker())) {
             Poll::Ready(out) => {
-                shared
-                    .inner
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .output = Some(out);
+                shared.lock().output = Some(out);
                 None
             }
             Poll::Pending => {
                 // Still on the loop's thread: find its batcher now, for
-                // awaitables the future schedules later from tokio.
-                let _ = locals.waker(py);
-                let sh = shared.clone();
+                // awaitables the future schedules later from tokio, and
+                // for its output and leftovers.
+                let waker = locals.waker(py).cloned();
+                let running = Running {
+                    fut: Some(guarded),
+                    waker: waker.clone(),
+                };
+                let mut unfinished = Unfinished {
+                    shared: Some(shared.clone()),
+                    waker,
+                };
                 let task = rt.spawn(async move {
                     // `None`: the interpreter is exiting (see `exit`).
-                    if let Some(out) = crate::exit::UntilExit::new(guarded).await {
-                        sh.finish(out)
+                    if let Some((out, left)) = crate::exit::UntilExit::new(running).await {
+                        if let Some(sh) = unfinished.shared.take() {
+                            sh.finish(out, left, unfinished.waker.as_ref());
+                        }
                     }
                 });
                 Some(task.abort_handle())
@@ -200,20 +397,34 @@ pub struct RustFuture {
 
 impl RustFuture {
     fn give_up(&self) {
+        self.shared.given_up.store(true, Ordering::SeqCst);
         if let Some(a) = &self.abort {
             a.abort();
         }
-        let (out, wake) = {
-            let mut i = self.shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let dropped = {
+            let mut i = self.shared.lock();
             i.taken = true;
             (i.output.take(), i.wake.take())
         };
-        drop((out, wake));
+        drop(dropped);
+    }
+
+    /// The output, if there is one yet: taken (`taken` is set).
+    fn take_outcome(i: &mut Inner) -> Option<Output> {
+        let out = i.output.take()?;
+        i.taken = true;
+        Some(out)
+    }
+
+    /// Finish an `await` with its output.
+    fn finish_await(py: Python<'_>, outcome: Output) -> PyResult<Option<Py<PyAny>>> {
+        crate::awaitable::complete(py, outcome.into_py(py)?)
     }
 }
 
 impl Drop for RustFuture {
     fn drop(&mut self) {
+        self.shared.given_up.store(true, Ordering::SeqCst);
         if let Some(a) = &self.abort {
             a.abort();
         }
@@ -222,8 +433,31 @@ impl Drop for RustFuture {
 
 #[pymethods]
 impl RustFuture {
-    fn __await__(slf: Py<Self>) -> Py<Self> {
-        slf
+    /// Like awaiting a coroutine: raises `RuntimeError` while another
+    /// task awaits it.
+    fn __await__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        let py = slf.py();
+        let current = {
+            let i = slf.get().shared.lock();
+            if i.output.is_some() || i.taken {
+                None
+            } else {
+                i.wake.clone()
+            }
+        };
+        if let Some(w) = current {
+            let waiting = !w
+                .future()
+                .bind(py)
+                .call_method0(pyo3::intern!(py, "done"))?
+                .is_truthy()?;
+            if waiting {
+                return Err(PyRuntimeError::new_err(
+                    "Rust future is being awaited already",
+                ));
+            }
+        }
+        Ok(slf)
     }
 
     fn __iter__(slf: Py<Self>) -> Py<Self> {
@@ -234,20 +468,25 @@ impl RustFuture {
         // Python runs only with the shared state unlocked: the tokio side
         // locks it too, and a finaliser may re-enter.
         let current = {
-            let mut i = self.shared.inner.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(out) = i.output.take() {
-                i.taken = true;
+            let mut i = self.shared.lock();
+            if let Some(outcome) = Self::take_outcome(&mut i) {
                 let wake = i.wake.take();
                 drop(i);
                 drop(wake);
-                return crate::awaitable::complete(py, out(py)?);
+                return Self::finish_await(py, outcome);
             }
             if i.taken {
-                return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                return Err(PyRuntimeError::new_err(
                     "cannot reuse already awaited Rust future",
                 ));
             }
             i.wake.clone()
+        };
+        // At interpreter exit no Python code runs beneath this frame (see
+        // `exit`), and the future will not finish: a bare yield hands the
+        // task back to its loop.
+        let Some(_beneath) = crate::exit::python_beneath() else {
+            return Ok(Some(py.None()));
         };
         let stale = match &current {
             None => true,
@@ -262,20 +501,17 @@ impl RustFuture {
             Some(w) if !stale => w,
             _ => FutureWake::new(py)?,
         };
-        let (out, old) = {
-            let mut i = self.shared.inner.lock().unwrap_or_else(|e| e.into_inner());
-            match i.output.take() {
+        let (outcome, old) = {
+            let mut i = self.shared.lock();
+            match Self::take_outcome(&mut i) {
                 // Finished while we were making the future: no wait.
-                Some(out) => {
-                    i.taken = true;
-                    (Some(out), i.wake.take())
-                }
+                Some(outcome) => (Some(outcome), i.wake.take()),
                 None => (None, i.wake.replace(wake.clone())),
             }
         };
         drop(old);
-        if let Some(out) = out {
-            return crate::awaitable::complete(py, out(py)?);
+        if let Some(outcome) = outcome {
+            return Self::finish_await(py, outcome);
         }
         let fut = wake.future().bind(py).clone();
         if !stale {
@@ -306,14 +542,34 @@ impl RustFuture {
         self.give_up();
     }
 
-    // No `__traverse__`: the future the Task waits on is co-owned by the
+    // The future the Task waits on is not visited: it is co-owned by the
     // tokio task (through the shared state), an owner the collector cannot
     // see. Like a thread that will set a future's result, it keeps the
     // waiting Task reachable until the Rust future finishes or is aborted.
+    // A result that is a Python object is visited once nothing else shares
+    // the state (the tokio task and the delivery are over), as a finished
+    // Future's is.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if Arc::strong_count(&self.shared) != 1 {
+            return Ok(());
+        }
+        let Ok(i) = self.shared.inner.try_lock() else {
+            return Ok(());
+        };
+        match &i.output {
+            Some(Output::Value(Ok(v))) => visit.call(v),
+            _ => Ok(()),
+        }
+    }
+
+    fn __clear__(&self) {
+        let output = self.shared.lock().output.take();
+        drop(output);
+    }
 
     /// True once the Rust future has finished.
     fn done(&self) -> bool {
-        let i = self.shared.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let i = self.shared.lock();
         i.output.is_some() || i.taken
     }
 }

@@ -45,15 +45,23 @@
 //! queues the completion and, for the first completion of a burst, writes
 //! one byte to a socket the loop watches with `add_reader`. It never
 //! attaches to the interpreter, so it never waits for the GIL. On the loop
-//! thread, one callback resolves every queued completion. The output is
-//! converted to a Python object there, when the awaiting task resumes.
+//! thread, one callback resolves every queued completion; what is left of
+//! the future is dropped there, before the awaiting task resumes. The
+//! output is converted to a Python object when the task takes it.
 //! A burst of N completions costs one wakeup, not N `call_soon_threadsafe`.
 //!
 //! **Cancellation, Python side first.** Cancelling the awaiting task, or
 //! closing or dropping the awaitable (including its collection by the
 //! garbage collector, or a `wait_for` timeout) aborts the tokio task: the
-//! Rust future is dropped at its next suspension point. An output produced
-//! meanwhile is dropped.
+//! Rust future is dropped at its next suspension point, on the loop's
+//! thread (so Python objects it holds are freed there). An output produced
+//! meanwhile is dropped. Python awaitables it had asked [`into_future`] to
+//! schedule, and that are not scheduled yet, never are.
+//!
+//! **Awaiting.** The awaitable behaves like a coroutine: it can be awaited
+//! once; a second `await` while a task awaits it raises `RuntimeError`
+//! ("Rust future is being awaited already"), and one after it finished
+//! raises "cannot reuse already awaited Rust future".
 //!
 //! **The other direction.** [`into_future`] makes the awaitable a task on
 //! its loop (at once on the loop's thread; from another thread through the

@@ -192,6 +192,11 @@ impl LoopWaker {
             return abandon_all(vec![c]);
         }
         if thread_key() == self.thread && self.generation == fork_generation() {
+            // At exit, left undone (see `exit`): never dropped either, as
+            // that could run Python code too.
+            let Some(_beneath) = crate::exit::python_beneath() else {
+                return std::mem::forget(c);
+            };
             // Possibly from a `Drop` while an exception propagates (a ticket
             // dropped in a dealloc hands its item on): keep it aside.
             Python::attach(|py| crate::awaitable::with_exception_aside(py, || c.complete(py)));
@@ -295,13 +300,25 @@ impl LoopWaker {
     }
 
     /// The drain: runs on the loop thread.
+    ///
+    /// Once the interpreter is exiting it runs nothing (see `exit`): what
+    /// is left in the batch is leaked, since dropping it could run Python
+    /// code as well.
     fn run_pending(&self, py: Python<'_>) {
         if let Some(sig) = &self.signal {
             sig.clear();
         }
+        let Some(_beneath) = crate::exit::python_beneath() else {
+            return;
+        };
         self.scheduled.store(false, Ordering::Release);
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        for c in batch {
+        let mut batch = batch.into_iter();
+        while let Some(c) = batch.next() {
+            if crate::exit::exiting() {
+                std::mem::forget(c);
+                return batch.for_each(std::mem::forget);
+            }
             c.complete(py);
         }
     }
@@ -509,6 +526,18 @@ pub fn tokio_runtime() -> PyResult<&'static tokio::runtime::Runtime> {
 struct GivenHandle {
     generation: u64,
     handle: tokio::runtime::Handle,
+    /// Set when the runtime shuts down (it drops every task, a sentinel
+    /// of ours included).
+    shut_down: Arc<AtomicBool>,
+}
+
+/// Owned by a task that never ends: dropped when its runtime shuts down.
+struct ShutDownSentinel(Arc<AtomicBool>);
+
+impl Drop for ShutDownSentinel {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 static GIVEN: AtomicPtr<GivenHandle> = AtomicPtr::new(std::ptr::null_mut());
@@ -519,6 +548,13 @@ static GIVEN: AtomicPtr<GivenHandle> = AtomicPtr::new(std::ptr::null_mut());
 /// Futures already spawned stay where they are. The runtime must keep
 /// running its tasks without anyone calling `block_on` (a multi-threaded
 /// runtime, or a current-thread runtime driven by a thread of its own).
+///
+/// # Shutdown
+///
+/// A task that never ends is spawned on the runtime to hear of its
+/// shutdown. Once the runtime shuts down, awaitables whose futures it was
+/// running raise `RuntimeError` (the future was dropped unfinished), and so
+/// do later calls, until another runtime is given.
 ///
 /// # Fork
 ///
@@ -536,9 +572,16 @@ static GIVEN: AtomicPtr<GivenHandle> = AtomicPtr::new(std::ptr::null_mut());
 /// rustasync_bridge::runtime::init_with_handle(rt.handle().clone());
 /// ```
 pub fn init_with_handle(handle: tokio::runtime::Handle) {
+    let shut_down = Arc::new(AtomicBool::new(false));
+    let sentinel = ShutDownSentinel(shut_down.clone());
+    drop(handle.spawn(async move {
+        let _sentinel = sentinel;
+        std::future::pending::<()>().await
+    }));
     let new = Box::into_raw(Box::new(GivenHandle {
         generation: fork_generation(),
         handle,
+        shut_down,
     }));
     // The previous one is leaked, not dropped: a reader may still hold it.
     // Handles are small and given rarely.
@@ -554,9 +597,17 @@ pub fn init_with_runtime(runtime: &'static tokio::runtime::Runtime) {
 /// The runtime bridged futures are spawned on: the one given to
 /// [`init_with_handle`] in this process, else the crate's own
 /// ([`tokio_runtime`]).
+///
+/// Raises `RuntimeError` once the given runtime has shut down (until
+/// another is given).
 pub fn handle() -> PyResult<tokio::runtime::Handle> {
     if let Some(g) = unsafe { GIVEN.load(Ordering::Acquire).as_ref() } {
         if g.generation == fork_generation() {
+            if g.shut_down.load(Ordering::Acquire) {
+                return Err(PyRuntimeError::new_err(
+                    "the tokio runtime given with init_with_handle has shut down",
+                ));
+            }
             return Ok(g.handle.clone());
         }
     }

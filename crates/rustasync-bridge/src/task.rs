@@ -51,6 +51,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -82,10 +83,22 @@ pub fn into_future_with_locals(
 ) -> PyResult<TaskFuture> {
     let py = awaitable.py();
     let shared = Arc::new(Shared::default());
+    let given_up = crate::future::given_up_flag();
+    if given_up.as_ref().is_some_and(|g| g.load(Ordering::SeqCst)) {
+        if let Some(e) = discard(py, &awaitable) {
+            shared.resolve(Err(e));
+            return Ok(TaskFuture {
+                shared,
+                locals: locals.clone(),
+                finished: false,
+            });
+        }
+    }
     let start = Arc::new(Start {
         awaitable: Mutex::new(Some(awaitable.unbind())),
         locals: locals.clone(),
         shared: shared.clone(),
+        given_up,
     });
     run_on_loop(py, locals, start);
     Ok(TaskFuture {
@@ -204,6 +217,35 @@ struct Start {
     awaitable: Mutex<Option<Py<PyAny>>>,
     locals: TaskLocals,
     shared: Arc<Shared>,
+    /// Set once the awaitable of the bridged future that asked gave up on
+    /// it (that future is about to be aborted).
+    given_up: Option<Arc<AtomicBool>>,
+}
+
+/// Do not schedule `aw`: nothing will await it (the Rust future is gone,
+/// or its bridged future was given up). A coroutine is closed, as one
+/// cancelled before it reached `create_task` never runs; a future is
+/// cancelled. Returns the `CancelledError` to resolve with, or `None` for
+/// other awaitables, which are scheduled and cancelled as before.
+fn discard(py: Python<'_>, aw: &Bound<'_, PyAny>) -> Option<PyErr> {
+    let imports = crate::awaitable::Imports::get(py).ok()?;
+    let is = |f: &Py<PyAny>| {
+        f.bind(py)
+            .call1((aw,))
+            .and_then(|r| r.is_truthy())
+            .unwrap_or(false)
+    };
+    let method = if is(&imports.iscoroutine) {
+        pyo3::intern!(py, "close")
+    } else if is(&imports.isfuture) {
+        pyo3::intern!(py, "cancel")
+    } else {
+        return None;
+    };
+    if let Err(e) = aw.call_method0(method) {
+        e.write_unraisable(py, Some(aw));
+    }
+    crate::awaitable::cancelled_error(py, None).ok()
 }
 
 impl Completion for Start {
@@ -211,6 +253,18 @@ impl Completion for Start {
         let Some(aw) = take(&self.awaitable) else {
             return;
         };
+        // As a task cancelled before it reached `create_task`, the awaitable
+        // never runs: no task is left for a closing loop to destroy pending.
+        let unwanted = self.shared.lock().dropped
+            || self
+                .given_up
+                .as_ref()
+                .is_some_and(|g| g.load(Ordering::SeqCst));
+        if unwanted {
+            if let Some(e) = discard(py, aw.bind(py)) {
+                return self.shared.resolve(Err(e));
+            }
+        }
         let task = match create_task(py, &self.locals, aw, &self.shared) {
             Ok(t) => t,
             Err(e) => return self.shared.resolve(Err(e)),
