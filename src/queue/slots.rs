@@ -145,6 +145,14 @@ mod imp {
 /// enters through PyO3's own slot trampoline, as `__next__` does: the
 /// thread is marked attached for PyO3 (so that references dropped during
 /// the step are released at once) and a panic becomes an exception.
+///
+/// The trampoline is PyO3's internal API (`impl_`), which a PyO3 release
+/// may change: `Cargo.lock` pins the version, and an upgrade must build
+/// and pass `tests/test_queue_recycled_ops.py` and the panic tests on 3.11.
+/// Only `QueueOp` takes this path. The other awaitables (sleep, gather,
+/// channel operations) keep the shared `awaitable::patch_am_send`: they
+/// step once or twice per `await` of something that takes a loop
+/// iteration or more, where 140 instructions do not show.
 #[cfg(all(not(Py_LIMITED_API), not(Py_3_12)))]
 mod send {
     use super::super::op::QueueOp;
