@@ -5,16 +5,18 @@
 //! durable consumer's names, and two background tokio tasks:
 //!
 //! * the **puller** ([`super::pull`]), started by the first receive, which
-//!   keeps a bounded local buffer (a [`crate::core::Channel`]) filled from
-//!   the consumer;
+//!   binds the durable consumer (creating it if it is missing: a handle
+//!   that only sends never does) and keeps a bounded local buffer (a
+//!   [`crate::core::Channel`]) filled from it;
 //! * the **acker** ([`super::pull::run_acker`]), which sends acks and naks
 //!   in bursts, without a flush per message.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{ConnectErrorKind, ServerAddr, Subject};
@@ -54,20 +56,29 @@ pub struct Options {
     pub memory: bool,
     pub replicas: usize,
     pub dedup_window: Duration,
-    pub ack_wait: Duration,
-    pub max_deliver: i64,
+    /// None: the existing consumer's, or 30 s for one created.
+    pub ack_wait: Option<Duration>,
+    /// None: the existing consumer's, or no limit (-1) for one created.
+    pub max_deliver: Option<i64>,
     pub prefetch: usize,
     pub max_inflight: usize,
     pub timeout: Duration,
     pub connect_timeout: Duration,
 }
 
+/// `ack_wait` of a consumer created without one.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+
 /// One connection, one stream, one durable consumer.
 pub struct Link {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
     pub opts: Options,
-    pub consumer: consumer::PullConsumer,
+    stream: stream::Stream,
+    /// The consumer's `ack_wait` and `max_deliver` (-1: no limit): the
+    /// existing consumer's, else those it is created with.
+    pub ack_wait: Duration,
+    pub max_deliver: i64,
     /// Bounds the publishes waiting for their JetStream ack, across calls.
     inflight: Arc<Semaphore>,
     /// Items pulled from the server, not yet handed to the application.
@@ -79,6 +90,13 @@ pub struct Link {
     pulling: AtomicBool,
     closed: AtomicBool,
     pub shutdown: tokio::sync::Notify,
+    /// Poked when a receive starts or ends (it took items: room for more).
+    pub room: tokio::sync::Notify,
+    /// Receives in progress, and when the last one ended (milliseconds
+    /// since `born`).
+    receives: AtomicUsize,
+    last_receive: AtomicU64,
+    born: Instant,
     /// The fork generation this link was connected in. In a forked child
     /// the runtime, the tasks and the socket behind it are the parent's:
     /// the child must not touch them (see [`Link::inherited`]).
@@ -122,7 +140,7 @@ impl Link {
             .backpressure_on_inflight(true)
             .build(client.clone());
         let stream = Self::bind_stream(&js, &opts, &names).await?;
-        let consumer = Self::bind_consumer(&stream, &opts).await?;
+        let (ack_wait, max_deliver) = Self::check_consumer(&stream, &opts).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(super::pull::run_acker(client.clone(), rx, opts.timeout));
         Ok(Arc::new(Link {
@@ -130,13 +148,19 @@ impl Link {
             js,
             inflight: Arc::new(Semaphore::new(opts.max_inflight)),
             buffer: Arc::new(core::Channel::new(Some(opts.prefetch))),
-            consumer,
+            stream,
+            ack_wait,
+            max_deliver,
             opts,
             acks: tx,
             unacked: Mutex::new(VecDeque::new()),
             pulling: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             shutdown: tokio::sync::Notify::new(),
+            room: tokio::sync::Notify::new(),
+            receives: AtomicUsize::new(0),
+            last_receive: AtomicU64::new(0),
+            born: Instant::now(),
             generation: crate::runtime::fork_generation(),
         }))
     }
@@ -185,24 +209,143 @@ impl Link {
             .map_err(|e| Error::Other(format!("cannot create stream {:?}: {e}", opts.stream)))
     }
 
-    async fn bind_consumer(
+    /// Check the durable consumer's settings, if it exists, against those
+    /// given: `ack_wait` and `max_deliver` given explicitly must be the
+    /// consumer's, its filter must take `subject`, and it must be a pull
+    /// consumer with explicit acks. Returns the `ack_wait` and
+    /// `max_deliver` in force. Creates nothing: the puller does, on the
+    /// first receive ([`Link::bind_consumer`]).
+    async fn check_consumer(
         stream: &stream::Stream,
         opts: &Options,
-    ) -> Result<consumer::PullConsumer, Error> {
+    ) -> Result<(Duration, i64), Error> {
+        let info = match stream.consumer_info(&opts.consumer).await {
+            Ok(info) => info,
+            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
+                return Ok((
+                    opts.ack_wait.unwrap_or(DEFAULT_ACK_WAIT),
+                    opts.max_deliver.unwrap_or(-1),
+                ))
+            }
+            Err(e) if e.kind() == ConsumerInfoErrorKind::TimedOut => {
+                return Err(Error::Timeout(format!(
+                    "no JetStream reply for consumer {:?}: {e}",
+                    opts.consumer
+                )))
+            }
+            Err(e) => return Err(Error::Other(format!("consumer {:?}: {e}", opts.consumer))),
+        };
+        let c = &info.config;
+        let has_max = if c.max_deliver <= 0 {
+            -1
+        } else {
+            c.max_deliver
+        };
+        let mut diff = Vec::new();
+        if c.deliver_subject.is_some() {
+            diff.push("it is a push consumer, NatsChannel pulls".to_owned());
+        }
+        if c.ack_policy != consumer::AckPolicy::Explicit {
+            diff.push(format!(
+                "its ack policy is {:?}, NatsChannel needs explicit acks",
+                c.ack_policy
+            ));
+        }
+        if let Some(w) = opts.ack_wait.filter(|w| *w != c.ack_wait) {
+            diff.push(format!(
+                "ack_wait={} given, the consumer has {}",
+                w.as_secs_f64(),
+                c.ack_wait.as_secs_f64()
+            ));
+        }
+        if let Some(m) = opts.max_deliver.filter(|m| *m != has_max) {
+            let show = |n: i64| {
+                if n < 0 {
+                    "no limit".to_owned()
+                } else {
+                    n.to_string()
+                }
+            };
+            diff.push(format!(
+                "max_deliver={} given, the consumer has {}",
+                show(m),
+                show(has_max)
+            ));
+        }
+        if !c.filter_subject.is_empty() && c.filter_subject != opts.subject {
+            diff.push(format!(
+                "subject={:?} given, the consumer takes {:?}",
+                opts.subject, c.filter_subject
+            ));
+        }
+        if !diff.is_empty() {
+            return Err(Error::Other(format!(
+                "consumer {:?} of stream {:?} exists with other settings: {} \
+                 (leave a setting out to use the consumer's; delete the consumer \
+                 to change it)",
+                opts.consumer,
+                opts.stream,
+                diff.join("; ")
+            )));
+        }
+        Ok((c.ack_wait, has_max))
+    }
+
+    /// The durable consumer, created with this handle's settings if it is
+    /// missing (one that appeared since [`Link::connect`] is used as it is).
+    pub async fn bind_consumer(&self) -> Result<consumer::PullConsumer, Error> {
         let config = consumer::pull::Config {
-            durable_name: Some(opts.consumer.clone()),
-            filter_subject: opts.subject.clone(),
+            durable_name: Some(self.opts.consumer.clone()),
+            filter_subject: self.opts.subject.clone(),
             ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: opts.ack_wait,
-            max_deliver: opts.max_deliver,
+            ack_wait: self.ack_wait,
+            max_deliver: self.max_deliver,
             max_ack_pending: 65_536,
             num_replicas: 0,
             ..Default::default()
         };
-        stream
-            .get_or_create_consumer(&opts.consumer, config)
+        self.stream
+            .get_or_create_consumer(&self.opts.consumer, config)
             .await
-            .map_err(|e| Error::Other(format!("consumer {:?}: {e}", opts.consumer)))
+            .map_err(|e| Error::Other(format!("consumer {:?}: {e}", self.opts.consumer)))
+    }
+
+    /// Mark a receive in progress until the guard is dropped: the puller
+    /// pulls, and keeps buffered items alive, while the application
+    /// receives.
+    pub fn receiving_guard(self: &Arc<Self>) -> ReceiveGuard {
+        self.receives.fetch_add(1, Ordering::AcqRel);
+        self.room.notify_one();
+        ReceiveGuard(self.clone())
+    }
+
+    /// True while a receive is in progress or one ended within the last
+    /// three quarters of `ack_wait`.
+    pub fn receiving(&self) -> bool {
+        if self.receives.load(Ordering::Acquire) > 0 {
+            return true;
+        }
+        let now = self.born.elapsed().as_millis() as u64;
+        let last = self.last_receive.load(Ordering::Acquire);
+        let window = (self.ack_wait.as_millis() as u64).saturating_mul(3) / 4;
+        now.saturating_sub(last) < window
+    }
+
+    /// How often buffered items are kept alive: a quarter of `ack_wait`.
+    pub fn keepalive_period(&self) -> Duration {
+        (self.ack_wait / 4).max(Duration::from_millis(20))
+    }
+
+    /// Restart the ack wait of every item waiting in the buffer.
+    pub fn keep_buffered_alive(&self) {
+        let mut replies = Vec::new();
+        let _ = self.buffer.try_for_each_item(|d| {
+            replies.push(d.reply.clone());
+            Ok::<(), ()>(())
+        });
+        for reply in replies {
+            let _ = self.acks.send(AckCmd::Progress(reply));
+        }
     }
 
     /// True in a forked child of the process that connected this link:
@@ -216,20 +359,36 @@ impl Link {
     }
 
     /// Close this handle: stop pulling, hand the buffered items back to the
-    /// server. Returns false if it was already closed.
+    /// server (and those still arriving: see [`super::pull`]). Returns
+    /// false if it was already closed.
     pub fn close(&self) -> bool {
         if self.closed.swap(true, Ordering::AcqRel) {
             return false;
         }
         self.buffer.close();
         if self.pulling.swap(true, Ordering::AcqRel) {
-            // The puller hands the buffer back once it has stopped pulling.
+            // The puller hands the buffer back once its subscription is
+            // gone, so that the server offers those items to others, not
+            // to this handle's last pull request.
             self.shutdown.notify_waiters();
             self.shutdown.notify_one();
         } else {
             super::pull::hand_back(self);
         }
         true
+    }
+
+    /// Nak every item received and not acknowledged: the server delivers
+    /// them again at once. For a handle that is gone (nothing can
+    /// acknowledge them any more).
+    pub fn hand_back_unacked(&self) {
+        let replies: Vec<Subject> = {
+            let mut u = self.unacked.lock().unwrap_or_else(|e| e.into_inner());
+            u.drain(..).collect()
+        };
+        for reply in replies {
+            let _ = self.acks.send(AckCmd::Nak(reply));
+        }
     }
 
     /// Start the puller on the first receive.
@@ -346,6 +505,19 @@ impl Link {
                 Err(e) => return Err(publish_error(e, &self.opts)),
             }
         }
+    }
+}
+
+/// A receive in progress ([`Link::receiving_guard`]).
+pub struct ReceiveGuard(Arc<Link>);
+
+impl Drop for ReceiveGuard {
+    fn drop(&mut self) {
+        let link = &self.0;
+        let now = link.born.elapsed().as_millis() as u64;
+        link.last_receive.fetch_max(now, Ordering::AcqRel);
+        link.receives.fetch_sub(1, Ordering::AcqRel);
+        link.room.notify_one();
     }
 }
 

@@ -1,6 +1,8 @@
 //! Deliveries on their way to Python: converted (and, in ack-on-receive
 //! mode, acknowledged) on the loop thread when the awaiting task resumes;
-//! handed back to the server if they never get there.
+//! handed back to the server if they never get there. An item the codec
+//! cannot decode is reported once and terminated (`+TERM`): delivered
+//! again, it would fail again, forever.
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use pyo3::types::PyList;
 use super::codec::Codec;
 use super::link::Link;
 use super::pull::{AckCmd, Delivery};
+use super::shell::Owner;
 
 #[derive(Clone, Copy)]
 pub enum Mode {
@@ -24,15 +27,17 @@ pub enum Mode {
 pub struct Received {
     pub items: Vec<Delivery>,
     pub link: Arc<Link>,
+    /// Keeps the handle's link open until the items are handed over.
+    pub _owner: Arc<Owner>,
     pub codec: Codec,
     pub ack_on_receive: bool,
     pub mode: Mode,
 }
 
 impl Received {
-    /// Decode every item; the first that fails to decode stays
-    /// unacknowledged (redelivered after the ack wait) and the others go
-    /// back to the server.
+    /// Decode every item. The first that fails to decode is terminated
+    /// (never delivered again) and reported; the others go back to the
+    /// server for immediate redelivery.
     pub fn convert<'py>(mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let items = std::mem::take(&mut self.items);
         let mut out = Vec::with_capacity(items.len());
@@ -41,12 +46,14 @@ impl Received {
             match self.codec.decode(py, &d.payload) {
                 Ok(v) => out.push((v, d.reply)),
                 Err(e) => {
+                    let _ = self.link.acks.send(AckCmd::Term(d.reply));
                     let rest = out.into_iter().map(|(_, r)| r).chain(it.map(|d| d.reply));
                     for reply in rest {
                         let _ = self.link.acks.send(AckCmd::Nak(reply));
                     }
                     return Err(PyValueError::new_err(format!(
-                        "cannot decode a NatsChannel item with codec {:?}: {e}",
+                        "cannot decode a NatsChannel item with codec {:?} \
+                         (it was removed from the consumer, never to be delivered again): {e}",
                         self.codec.name().unwrap_or("bytes")
                     )));
                 }

@@ -16,6 +16,7 @@ use super::codec::Codec;
 use super::link::{Error, Link};
 use super::pull::AckCmd;
 use super::received::{Mode, Received};
+use super::sendop::NatsSendManyOp;
 use super::{BrokerConnectionError, BrokerError};
 use crate::bridge::future_into_py;
 use crate::channel::closed_error;
@@ -31,22 +32,44 @@ use crate::channel::closed_error;
 /// each received item must be acknowledged with `task_done()` (or
 /// `ack="on_receive"`), else the server delivers it again after `ack_wait`
 /// seconds, to this or another consumer; `close()` closes this handle, not
-/// the stream. See docs/distributed.md.
+/// the stream. A handle nobody refers to closes once the operations
+/// started on it are done, and hands the items received through it and
+/// not acknowledged back to the server. See docs/distributed.md.
 #[pyclass(frozen, module = "rustasync._rustasync", name = "NatsChannel")]
 pub struct PyNatsChannel {
     link: Arc<Link>,
+    /// Shared with the operations started on this handle: the link closes
+    /// once the handle and all of them are gone.
+    owner: Arc<Owner>,
     codec: Codec,
     ack_on_receive: bool,
 }
 
-impl Drop for PyNatsChannel {
+impl PyNatsChannel {
+    fn new(link: Arc<Link>, codec: Codec, ack_on_receive: bool) -> Self {
+        PyNatsChannel {
+            owner: Arc::new(Owner(link.clone())),
+            link,
+            codec,
+            ack_on_receive,
+        }
+    }
+}
+
+/// Closes the link when the handle and every operation pending on it are
+/// gone. Nothing can acknowledge the items received through it any more:
+/// they are handed back to the server at once, with the buffered ones.
+pub struct Owner(Arc<Link>);
+
+impl Drop for Owner {
     fn drop(&mut self) {
-        if self.link.inherited() {
+        if self.0.inherited() {
             // The parent's link, in a forked child: its locks and runtime
             // are the parent's. Leak it, as the parent's runtime is leaked.
-            std::mem::forget(self.link.clone());
+            std::mem::forget(self.0.clone());
         } else {
-            self.link.close();
+            self.0.close();
+            self.0.hand_back_unacked();
         }
     }
 }
@@ -167,6 +190,7 @@ impl PyNatsChannel {
         Received {
             items,
             link: self.link.clone(),
+            _owner: self.owner.clone(),
             codec: self.codec,
             ack_on_receive: self.ack_on_receive,
             mode,
@@ -187,8 +211,10 @@ impl PyNatsChannel {
                 closed_error()
             });
         }
+        let receiving = self.link.receiving_guard();
         self.link.ensure_pulling();
         let link = self.link.clone();
+        let owner = self.owner.clone();
         let (codec, ack_on_receive) = (self.codec, self.ack_on_receive);
         let mode = if max.is_some() { Mode::Many } else { Mode::One };
         future_into_py(py, async move {
@@ -196,10 +222,12 @@ impl PyNatsChannel {
                 None => link.buffer.recv().await.map(|d| vec![d]),
                 Some(n) => link.buffer.recv_many(n).await,
             };
+            drop(receiving);
             match got {
                 Ok(items) => Ok(Received {
                     items,
                     link,
+                    _owner: owner,
                     codec,
                     ack_on_receive,
                     mode,
@@ -210,20 +238,24 @@ impl PyNatsChannel {
         })
     }
 
+    /// The send as an awaitable; `progress` follows how many items were
+    /// acknowledged.
     fn send_op<'py>(
         &self,
         py: Python<'py>,
         payloads: Vec<(Bytes, Option<String>)>,
         count: bool,
+        progress: Arc<AtomicUsize>,
     ) -> PyResult<Bound<'py, PyAny>> {
         if self.link.is_closed() {
             return Err(with_sent(py, Error::Closed, 0));
         }
         let link = self.link.clone();
+        let owner = self.owner.clone();
         future_into_py(py, async move {
             let result =
-                super::rt::on_io(async move { link.publish(payloads, Default::default()).await })
-                    .await?;
+                super::rt::on_io(async move { link.publish(payloads, progress).await }).await?;
+            drop(owner);
             Ok(SendOutcome { result, count })
         })
     }
@@ -264,6 +296,7 @@ impl PyNatsChannel {
             return Err(closed_error());
         }
         let deadline = args::deadline(timeout)?;
+        let _receiving = self.link.receiving_guard();
         self.link.ensure_pulling();
         let buffer = &self.link.buffer;
         let (r, sig) = crate::channel::blocking(py, |check| {
@@ -293,26 +326,33 @@ impl PyNatsChannel {
     /// `dedup_window` seconds) if missing and `create` is true. `subject`:
     /// what is published and consumed (default: the stream's name).
     /// `consumer`: the durable consumer's name, shared by every process
-    /// that receives (default: the stream's name). `ack`: "explicit"
-    /// (`task_done()` acknowledges) or "on_receive". `ack_wait`: seconds
-    /// before an unacknowledged item is delivered again. `prefetch`: items
-    /// pulled ahead into the local buffer. `max_inflight`: publishes
-    /// waiting for their JetStream ack at once. `timeout`: how long to wait
-    /// for the server's replies (publish acks, API calls).
+    /// that receives (default: the stream's name); created by the first
+    /// receive if missing, never by a handle that only sends. `ack`:
+    /// "explicit" (`task_done()` acknowledges) or "on_receive". `ack_wait`:
+    /// seconds before an unacknowledged item is delivered again, and
+    /// `max_deliver`: deliveries at most (-1: no limit); left out (None),
+    /// an existing consumer's settings are used, and 30 s and no limit for
+    /// a consumer created. `prefetch`: items pulled ahead into the local
+    /// buffer (kept from expiring while this handle receives).
+    /// `max_inflight`: publishes waiting for their JetStream ack at once.
+    /// `timeout`: how long to wait for the server's replies (publish acks,
+    /// API calls).
     ///
     /// Raises:
     ///     BrokerConnectionError: no server in `servers` could be reached
     ///         (the message names them).
-    ///     BrokerError: the stream is missing (and `create` is false), or the
-    ///         server refused the stream or consumer.
+    ///     BrokerError: the stream is missing (and `create` is false), the
+    ///         server refused the stream, or the consumer exists with other
+    ///         settings than those given (the message names them).
     ///     TimeoutError: the server did not answer (JetStream disabled?).
-    ///     ValueError: a malformed URL or argument.
+    ///     ValueError: a malformed URL or argument, or an invalid `stream`,
+    ///         `subject` or `consumer` name (checked before connecting).
     ///
     /// Cancel safety: cancelling drops the half-made connection; nothing
     /// is left behind but a stream or consumer that was already created.
     #[staticmethod]
     #[pyo3(signature = (servers, stream, *, subject = None, consumer = None, codec = None,
-        ack = "explicit", ack_wait = 30.0, max_deliver = None, dedup_window = 120.0,
+        ack = "explicit", ack_wait = None, max_deliver = None, dedup_window = 120.0,
         prefetch = 256, max_inflight = 4096, timeout = 5.0, connect_timeout = 5.0,
         create = true, storage = "file", replicas = 1))]
     #[allow(clippy::too_many_arguments)]
@@ -324,7 +364,7 @@ impl PyNatsChannel {
         consumer: Option<String>,
         codec: Option<&str>,
         ack: &str,
-        ack_wait: f64,
+        ack_wait: Option<f64>,
         max_deliver: Option<i64>,
         dedup_window: f64,
         prefetch: usize,
@@ -360,11 +400,7 @@ impl PyNatsChannel {
             let link = super::rt::on_io(Link::connect(a.opts))
                 .await?
                 .map_err(to_pyerr)?;
-            Ok(PyNatsChannel {
-                link,
-                codec: a.codec,
-                ack_on_receive: a.ack_on_receive,
-            })
+            Ok(PyNatsChannel::new(link, a.codec, a.ack_on_receive))
         })
     }
 
@@ -372,7 +408,7 @@ impl PyNatsChannel {
     /// connected; same arguments, same exceptions.
     #[staticmethod]
     #[pyo3(signature = (servers, stream, *, subject = None, consumer = None, codec = None,
-        ack = "explicit", ack_wait = 30.0, max_deliver = None, dedup_window = 120.0,
+        ack = "explicit", ack_wait = None, max_deliver = None, dedup_window = 120.0,
         prefetch = 256, max_inflight = 4096, timeout = 5.0, connect_timeout = 5.0,
         create = true, storage = "file", replicas = 1))]
     #[allow(clippy::too_many_arguments)]
@@ -384,7 +420,7 @@ impl PyNatsChannel {
         consumer: Option<String>,
         codec: Option<&str>,
         ack: &str,
-        ack_wait: f64,
+        ack_wait: Option<f64>,
         max_deliver: Option<i64>,
         dedup_window: f64,
         prefetch: usize,
@@ -431,11 +467,7 @@ impl PyNatsChannel {
                 ))
             })?
             .map_err(to_pyerr)?;
-        Ok(PyNatsChannel {
-            link,
-            codec: a.codec,
-            ack_on_receive: a.ack_on_receive,
-        })
+        Ok(PyNatsChannel::new(link, a.codec, a.ack_on_receive))
     }
 
     /// Publish `item` and wait for JetStream to acknowledge it (awaitable).
@@ -461,7 +493,7 @@ impl PyNatsChannel {
         msg_id: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let p = self.one(item, msg_id)?;
-        self.send_op(py, p, false)
+        self.send_op(py, p, false, Default::default())
     }
 
     /// Publish every item of `items` in order, many in flight, and wait
@@ -475,24 +507,28 @@ impl PyNatsChannel {
     ///         items (a prefix) were acknowledged.
     ///
     /// Cancel safety: a prefix of the items is stored, and some after it
-    /// may be; with `msg_ids`, sending them all again is safe.
+    /// may be. Keep the operation (`op = ch.send_many(xs)`; `await op`):
+    /// `op.sent` tells how many items JetStream acknowledged, also after
+    /// a cancellation; with `msg_ids`, sending them all again is safe.
     #[pyo3(signature = (items, *, msg_ids = None))]
     fn send_many<'py>(
         &self,
         py: Python<'py>,
         items: &Bound<'py, PyAny>,
         msg_ids: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<NatsSendManyOp> {
         let p = self.payloads(items, msg_ids)?;
-        self.send_op(py, p, true)
+        let progress = Arc::new(AtomicUsize::new(0));
+        let inner = self.send_op(py, p, true, progress.clone())?;
+        Ok(NatsSendManyOp::new(inner.unbind(), progress))
     }
 
     /// Receive one item, waiting while none is available (awaitable).
     ///
     /// Raises:
     ///     ChannelClosed: this handle is closed.
-    ///     ValueError: the item cannot be decoded with the codec (it stays
-    ///         unacknowledged and is delivered again after `ack_wait`).
+    ///     ValueError: the item cannot be decoded with the codec; it is
+    ///         terminated (`+TERM`: never delivered again, to any consumer).
     ///
     /// Cancel safety: nothing is lost. An item not yet handed over stays
     /// first in the local buffer; one already taken from it is handed back
@@ -534,11 +570,23 @@ impl PyNatsChannel {
     /// sent in the background; `wait_closed()` waits for them.
     ///
     /// Raises:
-    ///     ValueError: called more times than there were items received,
-    ///         or in `ack="on_receive"` mode.
-    #[pyo3(signature = (count = 1))]
-    fn task_done(&self, count: usize) -> PyResult<()> {
+    ///     ValueError: called more times than there were items received
+    ///         (`count` of any size beyond them: nothing is acknowledged),
+    ///         `count < 1`, or in `ack="on_receive"` mode.
+    ///     TypeError: `count` is not an int.
+    #[pyo3(signature = (count = None), text_signature = "($self, count=1)")]
+    fn task_done(&self, count: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         self.check()?;
+        let n = match count {
+            None => 1,
+            Some(count) => crate::args::index(count, "count")?,
+        };
+        if n < 1 {
+            return Err(PyValueError::new_err(format!(
+                "count must be >= 1, got {n}"
+            )));
+        }
+        let count = usize::try_from(n).unwrap_or(usize::MAX);
         if self.ack_on_receive {
             return Err(PyValueError::new_err(
                 "task_done() with ack='on_receive': items are acknowledged when received",
@@ -560,8 +608,9 @@ impl PyNatsChannel {
     /// Close this handle; returns False if it was already closed.
     ///
     /// Sends and receives then raise `ChannelClosed` (`async for` ends).
-    /// Items pulled ahead and not yet received are handed back to the
-    /// server for immediate redelivery; items received and not yet
+    /// Every item pulled from the server and not yet received (in the
+    /// local buffer or still on its way) is handed back to the server for
+    /// immediate redelivery; items received and not yet
     /// acknowledged can still be acknowledged with `task_done()`. The
     /// stream, the consumer and other handles are not affected.
     ///
@@ -576,7 +625,9 @@ impl PyNatsChannel {
 
     /// Wait until every ack and nak sent so far has been written to the
     /// server, or `timeout` (of `connect`) has passed while it is
-    /// unreachable (awaitable).
+    /// unreachable (awaitable). Bounded however many are pending: while
+    /// the server is unreachable, acks the client cannot queue within
+    /// `timeout` are dropped (the server delivers those items again).
     ///
     /// Cancel safety: cancelling only stops the waiting.
     fn wait_closed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -603,7 +654,8 @@ impl PyNatsChannel {
 
     /// A snapshot: `buffered`, `unacked` (received, waiting for
     /// `task_done`), `closed`, `servers`, `stream`, `subject`, `consumer`,
-    /// `codec`, `ack`.
+    /// `codec`, `ack`, `ack_wait` and `max_deliver` (None: no limit) in
+    /// force.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         self.check()?;
         let o = &self.link.opts;
@@ -624,6 +676,11 @@ impl PyNatsChannel {
         d.set_item("stream", &o.stream)?;
         d.set_item("subject", &o.subject)?;
         d.set_item("consumer", &o.consumer)?;
+        d.set_item("ack_wait", self.link.ack_wait.as_secs_f64())?;
+        d.set_item(
+            "max_deliver",
+            (self.link.max_deliver > 0).then_some(self.link.max_deliver),
+        )?;
         d.set_item("codec", self.codec.name())?;
         d.set_item(
             "ack",
