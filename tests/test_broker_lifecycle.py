@@ -176,9 +176,11 @@ def test_cancelled_send_many_tells_how_many_were_stored(nats_server: NatsServer)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        stored = await quiet(ch, 1.0)
+        # Read once the send has surely stopped: it may go on for a moment
+        # after the cancellation.
         sent = op.sent  # type: ignore[attr-defined]
         assert 0 < sent < len(items)
-        stored = await quiet(ch, 1.0)
         # A prefix of `sent` items is stored; the next one may be too.
         assert stored[:sent] == items[:sent]
         assert len(stored) - sent in (0, 1)
@@ -320,3 +322,198 @@ def test_task_done_counts(nats_server: NatsServer) -> None:
             await ch.recv()
 
     asyncio.run(main())
+
+
+def test_slow_consumer_loses_nothing_with_max_deliver(nats_server: NatsServer) -> None:
+    """Items processed one at a time, each within `ack_wait` but with long
+    gaps between receives: the handle is working while it holds an
+    unacknowledged item, so its buffered items are not handed back (which
+    would spend their few deliveries) and every item is processed."""
+
+    async def main() -> None:
+        name = fresh()
+        ack_wait = 1.0
+        ch = await NatsChannel.connect(
+            nats_server.url, name, ack_wait=ack_wait, max_deliver=2, prefetch=16
+        )
+        items = numbered(5)
+        await ch.send_many(items)
+        seen: list[bytes] = []
+        while True:
+            try:
+                item = await asyncio.wait_for(ch.recv(), 3 * ack_wait)
+            except TimeoutError:
+                break
+            seen.append(item)
+            await asyncio.sleep(0.8 * ack_wait)
+            ch.task_done()
+        assert sorted(seen, key=int) == items
+        ch.close()
+
+    asyncio.run(main())
+
+
+def test_settings_come_from_a_consumer_another_handle_created(nats_server: NatsServer) -> None:
+    """A handle connected before the consumer existed takes `ack_wait` and
+    `max_deliver` from the consumer another handle created; one whose
+    explicit setting differs from it fails its receives with BrokerError."""
+
+    async def main() -> None:
+        name = fresh()
+        early = await NatsChannel.connect(nats_server.url, name)
+        strict = await NatsChannel.connect(nats_server.url, name, ack_wait=7.0)
+        creator = await NatsChannel.connect(nats_server.url, name, ack_wait=1.0, max_deliver=4)
+        await creator.send_many(numbered(3))
+        assert await creator.recv() == b"0"
+        creator.task_done()
+        creator.close()
+        assert await asyncio.wait_for(early.recv(), 10) == b"1"
+        early.task_done()
+        assert early.stats()["ack_wait"] == 1.0
+        assert early.stats()["max_deliver"] == 4
+        with pytest.raises(BrokerError, match="ack_wait"):
+            await asyncio.wait_for(strict.recv(), 10)
+        early.close()
+        strict.close()
+
+    asyncio.run(main())
+
+
+def test_closing_mid_delivery_hands_back_everything(nats_server: NatsServer) -> None:
+    """close() while the server is delivering as fast as it can: every item
+    on its way to the handle goes to another consumer at once, not after
+    `ack_wait` (30 s here; the test gives up after 10). Five times."""
+
+    async def once(delay: float, size: int) -> None:
+        name = fresh()
+        prod = await NatsChannel.connect(nats_server.url, name, ack_wait=30.0)
+        a = await NatsChannel.connect(nats_server.url, name, ack_wait=30.0, prefetch=1024)
+        items = numbered(10000)
+        await prod.send_many(items)
+        got: list[bytes] = []
+
+        async def consume() -> None:
+            while True:
+                try:
+                    batch = await a.recv_many(size)
+                except ChannelClosed:
+                    return
+                got.extend(batch)
+                a.task_done(len(batch))
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(delay)
+        a.close()
+        await task
+        await asyncio.wait_for(a.wait_closed(), 20)
+        b = await NatsChannel.connect(nats_server.url, name, ack_wait=30.0, prefetch=1024)
+        got += await take(b, len(items) - len(got), within=10.0)
+        assert len(got) == len(items), f"{len(items) - len(got)} items held back"
+        assert sorted(got, key=int) == items
+        b.close()
+        prod.close()
+
+    async def main() -> None:
+        for delay, size in [(0.01, 1), (0.05, 64), (0.1, 10), (0.2, 1), (0.3, 64)]:
+            await once(delay, size)
+
+    asyncio.run(main())
+
+
+def test_cancelled_send_many_is_bounded_by_published(nats_server: NatsServer) -> None:
+    """After a cancelled send_many, `sent` items (a prefix) are stored, and
+    none beyond the first `published`."""
+
+    async def main() -> None:
+        name = fresh()
+        ch = await NatsChannel.connect(nats_server.url, name, max_inflight=64)
+        items = numbered(5000)
+        op = ch.send_many(items)
+        task = asyncio.ensure_future(op)
+        while op.sent == 0:  # type: ignore[attr-defined]
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        stored = await quiet(ch, 1.0)
+        # Read once the send has surely stopped.
+        sent, published = op.sent, op.published  # type: ignore[attr-defined]
+        assert 0 < sent <= published < len(items)
+        assert stored[:sent] == items[:sent]
+        assert sent <= len(stored) <= published
+        assert set(stored) <= set(items[:published])
+        done = ch.send_many(items[:3])
+        assert await done == 3
+        assert done.sent == done.published == 3  # type: ignore[attr-defined]
+        ch.close()
+
+    asyncio.run(main())
+
+
+def test_consumer_filtering_other_subjects_is_refused(nats_server: NatsServer) -> None:
+    """An existing consumer that takes other subjects than `subject` (with
+    `filter_subjects`, or no filter on a stream of several subjects)."""
+
+    async def main() -> None:
+        from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+
+        async def stream(filters: list[str] | None) -> str:
+            """A stream of subjects NAME and NAMEx, its consumer NAME taking
+            `filters` (x: NAMEx, "": NAME); None: no filter."""
+            name = fresh()
+            await js.add_stream(
+                StreamConfig(
+                    name=name, subjects=[name, name + "x"], retention=RetentionPolicy.WORK_QUEUE
+                )
+            )
+            config = ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT)
+            if filters is not None:
+                config.filter_subjects = [name + f for f in filters]
+            await js.add_consumer(name, config)
+            return name
+
+        try:
+            for filters in (["x"], None):
+                name = await stream(filters)
+                with pytest.raises(BrokerError, match="subject"):
+                    await NatsChannel.connect(nats_server.url, name)
+            # One filter on our own subject, given as a list, is ours.
+            name = await stream([""])
+            ch = await NatsChannel.connect(nats_server.url, name)
+            await js.publish(name + "x", b"other")
+            await ch.send(b"mine")
+            assert await asyncio.wait_for(ch.recv(), 10) == b"mine"
+            ch.task_done()
+            ch.close()
+        finally:
+            await nc.close()
+
+    asyncio.run(main())
+
+
+def test_task_done_refuses_bool(nats_server: NatsServer) -> None:
+    async def main() -> None:
+        ch = await NatsChannel.connect(nats_server.url, fresh())
+        await ch.send(b"a")
+        await ch.recv()
+        with pytest.raises(TypeError, match="count"):
+            ch.task_done(True)
+        assert ch.stats()["unacked"] == 1
+        ch.task_done(1)
+        ch.close()
+
+    asyncio.run(main())
+
+
+def test_overlong_names_are_refused_before_connecting() -> None:
+    url = f"nats://127.0.0.1:{free_port()}"  # nothing listens: I/O would fail differently
+    with pytest.raises(ValueError, match="stream"):
+        NatsChannel.connect_blocking(url, "s" * 256, connect_timeout=1)
+    with pytest.raises(ValueError, match="consumer"):
+        NatsChannel.connect_blocking(url, "s", consumer="c" * 256, connect_timeout=1)
+    # Counted in bytes, as the server does.
+    with pytest.raises(ValueError, match="stream"):
+        NatsChannel.connect_blocking(url, "ü" * 128, connect_timeout=1)

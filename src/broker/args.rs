@@ -85,10 +85,21 @@ pub fn msg_id(id: &str, name: &str) -> PyResult<()> {
     Ok(())
 }
 
-/// A stream or consumer name (`what`): not empty, and none of the
-/// characters NATS reserves in them (`.`, `*`, `>`, path separators,
-/// whitespace and control characters).
+/// The longest stream or consumer name JetStream accepts, in bytes
+/// (nats-server's `JSMaxNameLen`).
+const MAX_NAME_BYTES: usize = 255;
+
+/// A stream or consumer name (`what`): not empty, at most
+/// [`MAX_NAME_BYTES`] bytes of UTF-8, and none of the characters NATS
+/// reserves in them (`.`, `*`, `>`, path separators, whitespace and
+/// control characters).
 fn name(what: &str, v: &str) -> PyResult<()> {
+    if v.len() > MAX_NAME_BYTES {
+        return Err(PyValueError::new_err(format!(
+            "invalid {what} name: {} bytes long, JetStream allows at most {MAX_NAME_BYTES}",
+            v.len()
+        )));
+    }
     let bad = v.chars().find(|&c| {
         matches!(c, '.' | '*' | '>' | '/' | '\\') || c.is_whitespace() || c.is_control()
     });

@@ -12,7 +12,7 @@
 //!   in bursts, without a flush per message.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,12 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::pull::{AckCmd, Delivery};
+use super::settings::{self, InForce};
 use crate::core;
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
 
 /// What can go wrong, in Rust terms; `super::shell` maps each to a Python
 /// exception.
@@ -75,10 +80,17 @@ pub struct Link {
     pub js: jetstream::Context,
     pub opts: Options,
     stream: stream::Stream,
-    /// The consumer's `ack_wait` and `max_deliver` (-1: no limit): the
-    /// existing consumer's, else those it is created with.
-    pub ack_wait: Duration,
-    pub max_deliver: i64,
+    /// The consumer's `ack_wait` (in nanoseconds) and `max_deliver` (-1:
+    /// no limit): the existing consumer's, else those it is created with;
+    /// read again each time the puller binds the consumer.
+    ack_wait: AtomicU64,
+    max_deliver: AtomicI64,
+    /// Why the puller gave up (the consumer's settings are not those
+    /// given): receives raise it once the handle is closed.
+    failure: Mutex<Option<String>>,
+    /// Set once the puller has ended its last pull session: everything it
+    /// pulled is in the buffer or handed back.
+    pub drained: tokio::sync::watch::Sender<bool>,
     /// Bounds the publishes waiting for their JetStream ack, across calls.
     inflight: Arc<Semaphore>,
     /// Items pulled from the server, not yet handed to the application.
@@ -140,7 +152,7 @@ impl Link {
             .backpressure_on_inflight(true)
             .build(client.clone());
         let stream = Self::bind_stream(&js, &opts, &names).await?;
-        let (ack_wait, max_deliver) = Self::check_consumer(&stream, &opts).await?;
+        let (ack_wait, max_deliver) = Self::check_consumer(&client, &stream, &opts).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(super::pull::run_acker(client.clone(), rx, opts.timeout));
         Ok(Arc::new(Link {
@@ -149,8 +161,10 @@ impl Link {
             inflight: Arc::new(Semaphore::new(opts.max_inflight)),
             buffer: Arc::new(core::Channel::new(Some(opts.prefetch))),
             stream,
-            ack_wait,
-            max_deliver,
+            ack_wait: AtomicU64::new(nanos(ack_wait)),
+            max_deliver: AtomicI64::new(max_deliver),
+            failure: Mutex::new(None),
+            drained: tokio::sync::watch::Sender::new(false),
             opts,
             acks: tx,
             unacked: Mutex::new(VecDeque::new()),
@@ -210,15 +224,14 @@ impl Link {
     }
 
     /// Check the durable consumer's settings, if it exists, against those
-    /// given: `ack_wait` and `max_deliver` given explicitly must be the
-    /// consumer's, its filter must take `subject`, and it must be a pull
-    /// consumer with explicit acks. Returns the `ack_wait` and
+    /// given ([`settings::check`]). Returns the `ack_wait` and
     /// `max_deliver` in force. Creates nothing: the puller does, on the
     /// first receive ([`Link::bind_consumer`]).
     async fn check_consumer(
+        client: &async_nats::Client,
         stream: &stream::Stream,
         opts: &Options,
-    ) -> Result<(Duration, i64), Error> {
+    ) -> Result<InForce, Error> {
         let info = match stream.consumer_info(&opts.consumer).await {
             Ok(info) => info,
             Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
@@ -235,60 +248,9 @@ impl Link {
             }
             Err(e) => return Err(Error::Other(format!("consumer {:?}: {e}", opts.consumer))),
         };
-        let c = &info.config;
-        let has_max = if c.max_deliver <= 0 {
-            -1
-        } else {
-            c.max_deliver
-        };
-        let mut diff = Vec::new();
-        if c.deliver_subject.is_some() {
-            diff.push("it is a push consumer, NatsChannel pulls".to_owned());
-        }
-        if c.ack_policy != consumer::AckPolicy::Explicit {
-            diff.push(format!(
-                "its ack policy is {:?}, NatsChannel needs explicit acks",
-                c.ack_policy
-            ));
-        }
-        if let Some(w) = opts.ack_wait.filter(|w| *w != c.ack_wait) {
-            diff.push(format!(
-                "ack_wait={} given, the consumer has {}",
-                w.as_secs_f64(),
-                c.ack_wait.as_secs_f64()
-            ));
-        }
-        if let Some(m) = opts.max_deliver.filter(|m| *m != has_max) {
-            let show = |n: i64| {
-                if n < 0 {
-                    "no limit".to_owned()
-                } else {
-                    n.to_string()
-                }
-            };
-            diff.push(format!(
-                "max_deliver={} given, the consumer has {}",
-                show(m),
-                show(has_max)
-            ));
-        }
-        if !c.filter_subject.is_empty() && c.filter_subject != opts.subject {
-            diff.push(format!(
-                "subject={:?} given, the consumer takes {:?}",
-                opts.subject, c.filter_subject
-            ));
-        }
-        if !diff.is_empty() {
-            return Err(Error::Other(format!(
-                "consumer {:?} of stream {:?} exists with other settings: {} \
-                 (leave a setting out to use the consumer's; delete the consumer \
-                 to change it)",
-                opts.consumer,
-                opts.stream,
-                diff.join("; ")
-            )));
-        }
-        Ok((c.ack_wait, has_max))
+        let filters = settings::filter_subjects(client, opts).await?;
+        let subjects = &stream.cached_info().config.subjects;
+        settings::check(&info.config, &filters, subjects, opts)
     }
 
     /// The durable consumer, created with this handle's settings if it is
@@ -298,16 +260,59 @@ impl Link {
             durable_name: Some(self.opts.consumer.clone()),
             filter_subject: self.opts.subject.clone(),
             ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: self.ack_wait,
-            max_deliver: self.max_deliver,
+            ack_wait: self.ack_wait(),
+            max_deliver: self.max_deliver(),
             max_ack_pending: 65_536,
             num_replicas: 0,
             ..Default::default()
         };
-        self.stream
+        let c: consumer::PullConsumer = self
+            .stream
             .get_or_create_consumer(&self.opts.consumer, config)
             .await
-            .map_err(|e| Error::Other(format!("consumer {:?}: {e}", self.opts.consumer)))
+            .map_err(|e| Error::Other(format!("consumer {:?}: {e}", self.opts.consumer)))?;
+        let filters = settings::filter_subjects(&self.client, &self.opts).await?;
+        let subjects = &self.stream.cached_info().config.subjects;
+        match settings::check(&c.cached_info().config, &filters, subjects, &self.opts) {
+            Ok((ack_wait, max_deliver)) => {
+                self.ack_wait.store(nanos(ack_wait), Ordering::Release);
+                self.max_deliver.store(max_deliver, Ordering::Release);
+                Ok(c)
+            }
+            Err(e) => {
+                if let Error::Other(why) = &e {
+                    *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
+                    self.close();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The consumer's `ack_wait` in force.
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_nanos(self.ack_wait.load(Ordering::Acquire))
+    }
+
+    /// The consumer's `max_deliver` in force (-1: no limit).
+    pub fn max_deliver(&self) -> i64 {
+        self.max_deliver.load(Ordering::Acquire)
+    }
+
+    /// Why the puller closed this handle, if it did: the consumer's
+    /// settings are not those given.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The application did something with its items (a receive or
+    /// `task_done()` ended): the idle window starts again.
+    pub fn touch(&self) {
+        let now = self.born.elapsed().as_millis() as u64;
+        self.last_receive.fetch_max(now, Ordering::AcqRel);
     }
 
     /// Mark a receive in progress until the guard is dropped: the puller
@@ -319,21 +324,31 @@ impl Link {
         ReceiveGuard(self.clone())
     }
 
-    /// True while a receive is in progress or one ended within the last
-    /// three quarters of `ack_wait`.
+    /// True while the application works with this handle: a receive is in
+    /// progress, or items it received are not yet acknowledged (it is
+    /// processing them), or, with nothing unacknowledged, a receive or
+    /// `task_done()` ended within the last three quarters of `ack_wait`.
     pub fn receiving(&self) -> bool {
         if self.receives.load(Ordering::Acquire) > 0 {
             return true;
         }
+        if !self
+            .unacked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            return true;
+        }
         let now = self.born.elapsed().as_millis() as u64;
         let last = self.last_receive.load(Ordering::Acquire);
-        let window = (self.ack_wait.as_millis() as u64).saturating_mul(3) / 4;
+        let window = (self.ack_wait().as_millis() as u64).saturating_mul(3) / 4;
         now.saturating_sub(last) < window
     }
 
     /// How often buffered items are kept alive: a quarter of `ack_wait`.
     pub fn keepalive_period(&self) -> Duration {
-        (self.ack_wait / 4).max(Duration::from_millis(20))
+        (self.ack_wait() / 4).max(Duration::from_millis(20))
     }
 
     /// Restart the ack wait of every item waiting in the buffer.
@@ -366,14 +381,21 @@ impl Link {
             return false;
         }
         self.buffer.close();
-        if self.pulling.swap(true, Ordering::AcqRel) {
-            // The puller hands the buffer back once its subscription is
-            // gone, so that the server offers those items to others, not
-            // to this handle's last pull request.
+        let pulling = self.pulling.swap(true, Ordering::AcqRel);
+        if !pulling || self.max_deliver() <= 0 {
+            // At once: other consumers get them now. A nak'd item may come
+            // back to one of this handle's last pull requests (the puller
+            // naks it again once they have ended), which spends a
+            // delivery: with a `max_deliver` limit, the puller hands the
+            // buffer back only once its pull requests have ended.
+            super::pull::hand_back(self);
+        }
+        if pulling {
             self.shutdown.notify_waiters();
             self.shutdown.notify_one();
         } else {
-            super::pull::hand_back(self);
+            // No puller, and none will start: nothing to wait for.
+            self.drained.send_replace(true);
         }
         true
     }
@@ -405,11 +427,13 @@ impl Link {
     /// Publish `items` to the stream, many in flight, and wait for every
     /// JetStream ack. On failure, returns how many were acknowledged (a
     /// prefix) with the error.
-    /// `progress` follows the count, for a caller that stops waiting.
+    /// `progress` follows the count, and how many items were handed to
+    /// the client (an upper bound of what may be stored), for a caller
+    /// that stops waiting.
     pub async fn publish(
         &self,
         items: Vec<(Bytes, Option<String>)>,
-        progress: Arc<AtomicUsize>,
+        progress: Arc<Progress>,
     ) -> Result<usize, (usize, Error)> {
         let mut acked = 0usize;
         let mut waiting: VecDeque<InFlight> = VecDeque::new();
@@ -426,7 +450,7 @@ impl Link {
                         Some(f) => {
                             self.finish(f).await.map_err(|e| (acked, e))?;
                             acked += 1;
-                            progress.store(acked, Ordering::Relaxed);
+                            progress.sent.store(acked, Ordering::Relaxed);
                         }
                         None => {
                             break self
@@ -439,6 +463,8 @@ impl Link {
                     },
                 }
             };
+            // Counted before it goes: cancelled halfway, it may be stored.
+            progress.published.fetch_add(1, Ordering::Relaxed);
             match self.send_one(&payload, &id).await {
                 Ok(ack) => waiting.push_back(InFlight {
                     ack,
@@ -452,7 +478,7 @@ impl Link {
                     for f in waiting.drain(..) {
                         self.finish(f).await.map_err(|e| (acked, e))?;
                         acked += 1;
-                        progress.store(acked, Ordering::Relaxed);
+                        progress.sent.store(acked, Ordering::Relaxed);
                     }
                     return Err((acked, publish_error(e, &self.opts)));
                 }
@@ -461,7 +487,7 @@ impl Link {
         while let Some(f) = waiting.pop_front() {
             self.finish(f).await.map_err(|e| (acked, e))?;
             acked += 1;
-            progress.store(acked, Ordering::Relaxed);
+            progress.sent.store(acked, Ordering::Relaxed);
         }
         Ok(acked)
     }
@@ -508,14 +534,22 @@ impl Link {
     }
 }
 
+/// How far a publish got: `sent`, the prefix JetStream acknowledged;
+/// `published`, the items handed to the client for the server. Whatever
+/// was stored of them is at least `sent` and at most `published` items.
+#[derive(Default)]
+pub struct Progress {
+    pub sent: AtomicUsize,
+    pub published: AtomicUsize,
+}
+
 /// A receive in progress ([`Link::receiving_guard`]).
 pub struct ReceiveGuard(Arc<Link>);
 
 impl Drop for ReceiveGuard {
     fn drop(&mut self) {
         let link = &self.0;
-        let now = link.born.elapsed().as_millis() as u64;
-        link.last_receive.fetch_max(now, Ordering::AcqRel);
+        link.touch();
         link.receives.fetch_sub(1, Ordering::AcqRel);
         link.room.notify_one();
     }

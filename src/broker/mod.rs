@@ -41,6 +41,7 @@ pub mod pull;
 mod received;
 pub mod rt;
 mod sendop;
+mod settings;
 mod shell;
 
 pub use shell::PyNatsChannel;

@@ -8,18 +8,24 @@
 //! (counting those requested and not yet delivered). Everything the server
 //! delivers therefore goes straight into the buffer: nothing waits inside
 //! the client where `close()` could not reach it. When a pull session ends
-//! (close, a lost connection, an idle receiver) the inbox is drained: it is
-//! unsubscribed, and whatever still arrives on it is naked, so the server
-//! hands it to another consumer at once.
+//! because the handle closes or goes idle, no more requests are sent and
+//! the inbox is read until each request made has ended (its items all
+//! delivered, or its expiry or end reported); only then is it
+//! unsubscribed, and whatever a closed handle received is naked, so the
+//! server hands it to another consumer at once. Unsubscribing earlier
+//! would drop the items already on their way: they would wait for
+//! `ack_wait`.
 //!
 //! # Items waiting in the buffer
 //!
-//! While the application receives from the handle (a receive within the
-//! last three quarters of `ack_wait`), buffered items are kept alive with
-//! `+WPI` (work in progress) every quarter of `ack_wait`: waiting in the
-//! buffer does not use up their ack wait. A handle that stops receiving
-//! hands its buffered items back (naks them) and pulls no more until it
-//! receives again.
+//! While the application works with the handle (a receive in progress,
+//! items received and not acknowledged, or, with none, a receive or a
+//! `task_done()` within the last three quarters of `ack_wait`), buffered
+//! items are kept alive with `+WPI` (work in progress) every quarter of
+//! `ack_wait`: waiting in the buffer does not use up their ack wait. An
+//! idle handle pulls no more until it receives again, and hands its
+//! buffered items back (naks them), unless the consumer limits deliveries
+//! (see [`idle`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,8 +47,14 @@ use crate::core::TrySendError;
 /// lost.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// How long the server keeps one pull request.
-const EXPIRES: Duration = Duration::from_secs(10);
+/// How long the server keeps one pull request: short, as a session that
+/// ends (close, idle) waits for its requests to end (at least twice the
+/// heartbeat, as the server requires).
+const EXPIRES: Duration = Duration::from_secs(2);
+
+/// The longest a closing session reads on for its pull requests to end
+/// (and the margin the missed heartbeats allow).
+pub const ENDING_BOUND: Duration = Duration::from_secs(2 + 3);
 
 const MIN_PAUSE: Duration = Duration::from_millis(20);
 
@@ -119,6 +131,7 @@ pub async fn run_acker(
 }
 
 /// Why a pull session ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum End {
     /// The handle was closed.
     Closed,
@@ -138,11 +151,7 @@ pub async fn run_puller(link: Arc<Link>) {
     let mut consumer: Option<PullConsumer> = None;
     while !link.is_closed() {
         if !link.receiving() {
-            // Nobody receives: pull nothing until someone does.
-            tokio::select! {
-                _ = link.room.notified() => {}
-                _ = link.shutdown.notified() => {}
-            }
+            idle(&link).await;
             continue;
         }
         let c = match &consumer {
@@ -157,7 +166,7 @@ pub async fn run_puller(link: Arc<Link>) {
         };
         match session(&link, &c, &mut pause).await {
             End::Closed => break,
-            End::Idle => hand_back(&link),
+            End::Idle => {}
             End::Lost => backoff(&link, &mut pause).await,
             End::ConsumerGone => {
                 consumer = None;
@@ -166,6 +175,27 @@ pub async fn run_puller(link: Arc<Link>) {
         }
     }
     hand_back(&link);
+    link.drained.send_replace(true);
+}
+
+/// Nobody receives: pull nothing until someone does. Buffered items go
+/// back to the server, unless the consumer limits deliveries: then a nak
+/// would spend one of an item's few deliveries without the application
+/// ever seeing it, so they are kept alive here instead (the handle holds
+/// at most `prefetch` of them; close() hands them back).
+async fn idle(link: &Link) {
+    let keep = link.max_deliver() > 0;
+    if !keep {
+        hand_back(link);
+    }
+    let tick = link.keepalive_period();
+    tokio::select! {
+        _ = link.room.notified() => {}
+        _ = link.shutdown.notified() => {}
+        _ = tokio::time::sleep(tick), if keep && !link.buffer.is_empty() => {
+            link.keep_buffered_alive();
+        }
+    }
 }
 
 /// Nak everything buffered: the server redelivers it at once.
@@ -175,34 +205,57 @@ pub fn hand_back(link: &Link) {
     }
 }
 
-/// One subscription and the pull requests answered on it; then drain it.
+/// One subscription and the pull requests answered on it.
+///
+/// A session that ends because the handle closes or goes idle first lets
+/// every pull request it made end ([`pull`]): only then is the inbox
+/// unsubscribed, so nothing the server sent for them is dropped on the
+/// way (items then still on the wire would wait for `ack_wait`). Lost
+/// sessions (their pull requests are believed gone) are unsubscribed at
+/// once, and what still arrives within `timeout` is naked.
 async fn session(link: &Link, consumer: &PullConsumer, pause: &mut Duration) -> End {
     let inbox = Subject::from(link.client.new_inbox());
     let Ok(mut sub) = link.client.subscribe(inbox.clone()).await else {
         return End::Lost;
     };
-    // Deliveries the closed buffer refused: naked once unsubscribed.
+    // Deliveries not for the buffer (closed, or more than it holds):
+    // naked once no pull request of ours is left for the server to
+    // hand them to again.
     let mut refused = Vec::new();
     let end = pull(link, consumer, &inbox, &mut sub, pause, &mut refused).await;
-    // Unsubscribe first (so that the server offers nothing more here),
-    // then give back whatever it had sent before it saw that.
-    // Bounded: without a connection, neither can complete.
-    let _ = tokio::time::timeout(link.opts.timeout, async {
-        if sub.drain().await.is_ok() {
-            for reply in refused {
-                let _ = link.acks.send(AckCmd::Nak(reply));
-            }
-            while let Some(m) = sub.next().await {
-                if let Some(reply) = m.reply.filter(|_| m.status.is_none()) {
-                    let _ = link.acks.send(AckCmd::Nak(reply));
-                }
-            }
+    let give_back = |replies: &mut Vec<Subject>| {
+        for reply in replies.drain(..) {
+            let _ = link.acks.send(AckCmd::Nak(reply));
         }
-    })
-    .await;
+    };
+    match end {
+        End::Closed | End::Idle => {
+            let _ = sub.unsubscribe().await;
+            give_back(&mut refused);
+        }
+        End::Lost | End::ConsumerGone => {
+            give_back(&mut refused);
+            let _ = tokio::time::timeout(link.opts.timeout, async {
+                if sub.drain().await.is_ok() {
+                    while let Some(m) = sub.next().await {
+                        if let Some(reply) = m.reply.filter(|_| m.status.is_none()) {
+                            let _ = link.acks.send(AckCmd::Nak(reply));
+                        }
+                    }
+                }
+            })
+            .await;
+        }
+    }
     end
 }
 
+/// Send pull requests and store what they deliver, until the handle
+/// closes, goes idle, or the session is lost. Closing or idle, it stops
+/// asking and reads on until every request it made has ended (each item
+/// delivered, or the request's end seen), for at most [`EXPIRES`] after
+/// the last one (plus a heartbeat's margin): pull requests are short so
+/// that this ends soon.
 async fn pull(
     link: &Link,
     consumer: &PullConsumer,
@@ -215,14 +268,20 @@ async fn pull(
     // Requested and neither delivered nor expired yet.
     let mut pending = 0usize;
     let mut heard = Instant::now();
+    let mut asked_last = Instant::now();
     let tick = link.keepalive_period();
     let mut next_tick = Instant::now() + tick;
+    // Set once the session is ending: no more pull requests.
+    let mut stopping: Option<End> = None;
     loop {
         if link.is_closed() {
-            return End::Closed;
+            stopping = Some(End::Closed);
+        }
+        if let Some(end) = stopping.filter(|_| pending == 0) {
+            return end;
         }
         let room = prefetch.saturating_sub(link.buffer.len() + pending);
-        if room > 0 && (pending == 0 || room * 2 >= prefetch) {
+        if stopping.is_none() && room > 0 && (pending == 0 || room * 2 >= prefetch) {
             let request = BatchConfig {
                 batch: room,
                 expires: Some(EXPIRES),
@@ -233,7 +292,14 @@ async fn pull(
             let asked = consumer.request_batch(request, inbox.clone());
             let sent = tokio::select! {
                 r = tokio::time::timeout(link.opts.timeout, asked) => r,
-                _ = link.shutdown.notified() => return End::Closed,
+                _ = link.shutdown.notified() => {
+                    // It may have gone out: read on as for the others.
+                    pending += room;
+                    asked_last = Instant::now();
+                    heard = Instant::now();
+                    stopping = Some(End::Closed);
+                    continue;
+                }
             };
             if !matches!(sent, Ok(Ok(()))) {
                 return End::Lost;
@@ -242,6 +308,7 @@ async fn pull(
                 heard = Instant::now();
             }
             pending += room;
+            asked_last = Instant::now();
         }
         tokio::select! {
             m = sub.next() => {
@@ -252,44 +319,65 @@ async fn pull(
                         pending = pending.saturating_sub(1);
                         *pause = MIN_PAUSE;
                         let d = Delivery { payload: m.payload, reply };
-                        if let Err(reply) = store(link, d).await {
-                            refused.push(reply);
-                            return End::Closed;
+                        if let Err(reply) = store(link, d, stopping.is_some()).await {
+                            if link.max_deliver() <= 0 {
+                                // Naked now it may come back here, but each
+                                // return uses up one item of this handle's
+                                // last pull requests: they end soon, and it
+                                // goes to another consumer.
+                                let _ = link.acks.send(AckCmd::Nak(reply));
+                            } else {
+                                // A return would spend one of its few
+                                // deliveries: nak it once no request is left.
+                                refused.push(reply);
+                            }
                         }
                     }
                     Status::Heartbeat => {}
                     Status::Ended(n) => pending = pending.saturating_sub(n),
-                    Status::Lost => return End::Lost,
+                    Status::Lost => return stopping.unwrap_or(End::Lost),
                     Status::ConsumerGone => return End::ConsumerGone,
                 }
             }
-            _ = link.room.notified() => {}
+            _ = link.room.notified(), if stopping.is_none() => {}
             _ = tokio::time::sleep_until(heard + HEARTBEAT * 3), if pending > 0 => {
                 // The pull request is gone (a node or the consumer's
                 // leader died): start over.
                 *pause = MIN_PAUSE;
-                return End::Lost;
+                return stopping.unwrap_or(End::Lost);
+            }
+            _ = tokio::time::sleep_until(asked_last + EXPIRES + HEARTBEAT), if stopping.is_some() => {
+                // Every request has expired on the server by now.
+                return stopping.unwrap_or(End::Lost);
             }
             _ = tokio::time::sleep_until(next_tick) => {
                 next_tick = Instant::now() + tick;
-                if !link.receiving() {
-                    return End::Idle;
+                if stopping.is_none() && !link.receiving() {
+                    stopping = Some(End::Idle);
                 }
+                // Also while ending: what waits for the requests to end
+                // must not use up its ack wait.
                 link.keep_buffered_alive();
+                for reply in refused.iter() {
+                    let _ = link.acks.send(AckCmd::Progress(reply.clone()));
+                }
             }
-            _ = link.shutdown.notified() => return End::Closed,
+            _ = link.shutdown.notified(), if stopping != Some(End::Closed) => {
+                stopping = Some(End::Closed);
+            }
         }
     }
 }
 
 /// Put a delivery in the buffer; it has room for it unless the server sent
-/// more than was asked for (then wait for room). A closed buffer refuses
-/// it: its ack subject comes back.
-async fn store(link: &Link, d: Delivery) -> Result<(), Subject> {
+/// more than was asked for (then wait for room, unless the session is
+/// `ending`: nobody may be receiving). A closed buffer refuses it: its
+/// ack subject comes back.
+async fn store(link: &Link, d: Delivery, ending: bool) -> Result<(), Subject> {
     let d = match link.buffer.try_send(d) {
         Ok(()) => return Ok(()),
-        Err(TrySendError::Full(d)) => d,
-        Err(TrySendError::Closed(d)) => return Err(d.reply),
+        Err(TrySendError::Full(d)) if !ending => d,
+        Err(TrySendError::Full(d) | TrySendError::Closed(d)) => return Err(d.reply),
     };
     link.buffer.send(d).await.map_err(|c| c.0.reply)
 }

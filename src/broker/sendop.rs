@@ -1,33 +1,37 @@
 //! `NatsChannel.send_many()`'s awaitable: the bridge's future for the
 //! publish, plus how many items JetStream has acknowledged so far.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 
+use super::link::Progress;
+
 /// Awaitable returned by `NatsChannel.send_many()`; resolves to the number
 /// of items sent (all of them).
 ///
-/// Cancel safety: `sent` tells how many items (a prefix) JetStream had
-/// acknowledged when the send stopped, whether it completed, failed or
-/// was cancelled; the item after them may be stored too. As on the
-/// exceptions of a failed `send_many`, which carry the same count as their
-/// `sent` attribute.
+/// Cancel safety: once the send has stopped (completed, failed or
+/// cancelled), `sent` items (a prefix) are stored, and none beyond the
+/// first `published`: up to `max_inflight` items after the first `sent`
+/// were on their way, and any of them may be stored too. `sent` is the
+/// count the exceptions of a failed `send_many` carry as their `sent`
+/// attribute. Both may still grow for a moment after a cancellation,
+/// until the send has stopped.
 #[pyclass(frozen, module = "rustasync._rustasync", name = "NatsSendManyOp")]
 pub struct NatsSendManyOp {
     /// The bridge's future; None once cleared by the garbage collector.
     inner: Mutex<Option<Py<PyAny>>>,
-    sent: Arc<AtomicUsize>,
+    progress: Arc<Progress>,
 }
 
 impl NatsSendManyOp {
-    pub fn new(inner: Py<PyAny>, sent: Arc<AtomicUsize>) -> Self {
+    pub fn new(inner: Py<PyAny>, progress: Arc<Progress>) -> Self {
         NatsSendManyOp {
             inner: Mutex::new(Some(inner)),
-            sent,
+            progress,
         }
     }
 
@@ -47,10 +51,17 @@ impl NatsSendManyOp {
 
 #[pymethods]
 impl NatsSendManyOp {
-    /// How many items (a prefix) JetStream has acknowledged.
+    /// How many items (a prefix) JetStream has acknowledged: stored.
     #[getter]
     fn sent(&self) -> usize {
-        self.sent.load(Ordering::Relaxed)
+        self.progress.sent.load(Ordering::Relaxed)
+    }
+
+    /// How many items (a prefix) were handed to the client for the server:
+    /// none after them can be stored.
+    #[getter]
+    fn published(&self) -> usize {
+        self.progress.published.load(Ordering::Relaxed)
     }
 
     fn __await__(slf: Py<Self>) -> Py<Self> {

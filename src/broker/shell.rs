@@ -2,7 +2,7 @@
 //! arguments, encodes items, and turns the link's Rust futures into
 //! awaitables with [`crate::bridge::future_into_py`].
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use pyo3::types::{PyDict, PyString};
 
 use super::args::{self, ConnectArgs};
 use super::codec::Codec;
-use super::link::{Error, Link};
+use super::link::{Error, Link, Progress};
 use super::pull::AckCmd;
 use super::received::{Mode, Received};
 use super::sendop::NatsSendManyOp;
@@ -80,6 +80,15 @@ fn inherited_error() -> PyErr {
         "this NatsChannel was connected in the parent process; \
          connect again in the child (after fork())",
     )
+}
+
+/// The error of a receive on a closed handle: BrokerError if the puller
+/// closed it because the consumer's settings are not those given.
+fn closed_error_of(link: &Link) -> PyErr {
+    match link.failure() {
+        Some(why) => BrokerError::new_err(why),
+        None => closed_error(),
+    }
 }
 
 /// A Rust-side error as the Python exception users catch.
@@ -205,10 +214,10 @@ impl PyNatsChannel {
     ) -> PyResult<Bound<'py, PyAny>> {
         self.check()?;
         if self.link.is_closed() {
-            return Err(if iter {
+            return Err(if iter && self.link.failure().is_none() {
                 PyStopAsyncIteration::new_err(())
             } else {
-                closed_error()
+                closed_error_of(&self.link)
             });
         }
         let receiving = self.link.receiving_guard();
@@ -232,8 +241,10 @@ impl PyNatsChannel {
                     ack_on_receive,
                     mode,
                 }),
-                Err(_) if iter => Err(PyStopAsyncIteration::new_err(())),
-                Err(_) => Err(closed_error()),
+                Err(_) if iter && link.failure().is_none() => {
+                    Err(PyStopAsyncIteration::new_err(()))
+                }
+                Err(_) => Err(closed_error_of(&link)),
             }
         })
     }
@@ -245,7 +256,7 @@ impl PyNatsChannel {
         py: Python<'py>,
         payloads: Vec<(Bytes, Option<String>)>,
         count: bool,
-        progress: Arc<AtomicUsize>,
+        progress: Arc<Progress>,
     ) -> PyResult<Bound<'py, PyAny>> {
         if self.link.is_closed() {
             return Err(with_sent(py, Error::Closed, 0));
@@ -271,7 +282,7 @@ impl PyNatsChannel {
         }
         let deadline = args::deadline(timeout)?;
         let link = self.link.clone();
-        let progress = Arc::new(AtomicUsize::new(0));
+        let progress = Arc::new(Progress::default());
         let p = progress.clone();
         match super::blocking::wait(py, async move { link.publish(payloads, p).await }, deadline)? {
             Some(Ok(n)) => Ok(n),
@@ -280,7 +291,7 @@ impl PyNatsChannel {
             None => Err(with_sent(
                 py,
                 Error::Timeout("send timed out".to_owned()),
-                progress.load(Ordering::Relaxed),
+                progress.sent.load(Ordering::Relaxed),
             )),
         }
     }
@@ -293,7 +304,7 @@ impl PyNatsChannel {
     ) -> PyResult<Py<PyAny>> {
         self.check()?;
         if self.link.is_closed() {
-            return Err(closed_error());
+            return Err(closed_error_of(&self.link));
         }
         let deadline = args::deadline(timeout)?;
         let _receiving = self.link.receiving_guard();
@@ -309,7 +320,7 @@ impl PyNatsChannel {
                 Ok(self.received(items, mode).convert(py)?.unbind())
             }
             Err(E::Timeout) => Err(PyTimeoutError::new_err("receive timed out")),
-            Err(E::Closed) => Err(closed_error()),
+            Err(E::Closed) => Err(closed_error_of(&self.link)),
             Err(E::Interrupted) => Err(sig.expect("interrupted by a signal")),
         }
     }
@@ -518,7 +529,7 @@ impl PyNatsChannel {
         msg_ids: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<NatsSendManyOp> {
         let p = self.payloads(items, msg_ids)?;
-        let progress = Arc::new(AtomicUsize::new(0));
+        let progress = Arc::new(Progress::default());
         let inner = self.send_op(py, p, true, progress.clone())?;
         Ok(NatsSendManyOp::new(inner.unbind(), progress))
     }
@@ -573,12 +584,17 @@ impl PyNatsChannel {
     ///     ValueError: called more times than there were items received
     ///         (`count` of any size beyond them: nothing is acknowledged),
     ///         `count < 1`, or in `ack="on_receive"` mode.
-    ///     TypeError: `count` is not an int.
+    ///     TypeError: `count` is not an int (a bool is refused too).
     #[pyo3(signature = (count = None), text_signature = "($self, count=1)")]
     fn task_done(&self, count: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         self.check()?;
         let n = match count {
             None => 1,
+            // asyncio's task_done() takes no argument: a bool here is a
+            // mistake, not a count of 1.
+            Some(count) if count.is_instance_of::<pyo3::types::PyBool>() => {
+                return Err(PyTypeError::new_err("count must be an int, not bool"))
+            }
             Some(count) => crate::args::index(count, "count")?,
         };
         if n < 1 {
@@ -602,6 +618,7 @@ impl PyNatsChannel {
         for r in replies {
             let _ = self.link.acks.send(AckCmd::Ack(r));
         }
+        self.link.touch();
         Ok(())
     }
 
@@ -625,17 +642,32 @@ impl PyNatsChannel {
 
     /// Wait until every ack and nak sent so far has been written to the
     /// server, or `timeout` (of `connect`) has passed while it is
-    /// unreachable (awaitable). Bounded however many are pending: while
+    /// unreachable (awaitable). On a closed handle, first wait (a few
+    /// seconds at most) until the pull requests it made have ended and
+    /// everything they delivered is handed back. Bounded however many
+    /// are pending: while
     /// the server is unreachable, acks the client cannot queue within
     /// `timeout` are dropped (the server delivers those items again).
     ///
     /// Cancel safety: cancelling only stops the waiting.
     fn wait_closed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.check()?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let _ = self.link.acks.send(AckCmd::Flush(tx));
+        let link = self.link.clone();
+        // A closed handle first ends its pull session: its last pull
+        // requests end within a few seconds, then what they delivered is
+        // naked. Bounded: the session gives up after that, or `timeout`.
+        let drained = link.is_closed().then(|| link.drained.subscribe());
+        let bound = super::pull::ENDING_BOUND + link.opts.timeout;
         future_into_py(py, async move {
-            let _ = rx.await;
+            super::rt::on_io(async move {
+                if let Some(mut drained) = drained {
+                    let _ = tokio::time::timeout(bound, drained.wait_for(|d| *d)).await;
+                }
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = link.acks.send(AckCmd::Flush(tx));
+                let _ = rx.await;
+            })
+            .await?;
             Ok(())
         })
     }
@@ -676,11 +708,9 @@ impl PyNatsChannel {
         d.set_item("stream", &o.stream)?;
         d.set_item("subject", &o.subject)?;
         d.set_item("consumer", &o.consumer)?;
-        d.set_item("ack_wait", self.link.ack_wait.as_secs_f64())?;
-        d.set_item(
-            "max_deliver",
-            (self.link.max_deliver > 0).then_some(self.link.max_deliver),
-        )?;
+        let max_deliver = self.link.max_deliver();
+        d.set_item("ack_wait", self.link.ack_wait().as_secs_f64())?;
+        d.set_item("max_deliver", (max_deliver > 0).then_some(max_deliver))?;
         d.set_item("codec", self.codec.name())?;
         d.set_item(
             "ack",
