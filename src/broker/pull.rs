@@ -63,6 +63,8 @@ pub struct Delivery {
     pub payload: Bytes,
     /// Where the ack goes (`$JS.ACK.<stream>.<consumer>...`).
     pub reply: Subject,
+    /// When it arrived: its ack wait started then (or at a keep-alive since).
+    pub arrived: Instant,
 }
 
 /// What the acker sends for a delivery, or a request to flush.
@@ -318,7 +320,11 @@ async fn pull(
                     Status::Item(reply) => {
                         pending = pending.saturating_sub(1);
                         *pause = MIN_PAUSE;
-                        let d = Delivery { payload: m.payload, reply };
+                        let d = Delivery {
+                            payload: m.payload,
+                            reply,
+                            arrived: Instant::now(),
+                        };
                         if let Err(reply) = store(link, d, stopping.is_some()).await {
                             if link.max_deliver() <= 0 {
                                 // Naked now it may come back here, but each

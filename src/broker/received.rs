@@ -44,10 +44,13 @@ impl Received {
         let mut it = items.into_iter();
         for d in it.by_ref() {
             match self.codec.decode(py, &d.payload) {
-                Ok(v) => out.push((v, d.reply)),
+                Ok(v) => out.push((v, d.reply, d.arrived)),
                 Err(e) => {
                     let _ = self.link.acks.send(AckCmd::Term(d.reply));
-                    let rest = out.into_iter().map(|(_, r)| r).chain(it.map(|d| d.reply));
+                    let rest = out
+                        .into_iter()
+                        .map(|(_, r, _)| r)
+                        .chain(it.map(|d| d.reply));
                     for reply in rest {
                         let _ = self.link.acks.send(AckCmd::Nak(reply));
                     }
@@ -61,15 +64,24 @@ impl Received {
         }
         let values: Vec<Bound<'py, PyAny>> = if self.ack_on_receive {
             out.into_iter()
-                .map(|(v, reply)| {
+                .map(|(v, reply, _)| {
                     let _ = self.link.acks.send(AckCmd::Ack(reply));
                     v
                 })
                 .collect()
         } else {
+            // The application has `ack_wait` from now to acknowledge them:
+            // restart the ack wait of those that waited in the buffer (the
+            // last keep-alive may be up to a quarter of `ack_wait` old).
+            let since = self.link.keepalive_period() / 4;
+            for (_, reply, arrived) in &out {
+                if arrived.elapsed() >= since {
+                    let _ = self.link.acks.send(AckCmd::Progress(reply.clone()));
+                }
+            }
             let mut unacked = self.link.unacked.lock().unwrap_or_else(|e| e.into_inner());
             out.into_iter()
-                .map(|(v, reply)| {
+                .map(|(v, reply, _)| {
                     unacked.push_back(reply);
                     v
                 })
