@@ -288,7 +288,7 @@ class NatsChannel:
         consumer: str | None = None,
         codec: Literal["pickle", "json"] | None = None,
         ack: Literal["explicit", "on_receive"] = "explicit",
-        ack_wait: float = 30.0,
+        ack_wait: float | None = None,
         max_deliver: int | None = None,
         dedup_window: float = 120.0,
         prefetch: int = 256,
@@ -308,7 +308,7 @@ class NatsChannel:
         consumer: str | None = None,
         codec: Literal["pickle", "json"] | None = None,
         ack: Literal["explicit", "on_receive"] = "explicit",
-        ack_wait: float = 30.0,
+        ack_wait: float | None = None,
         max_deliver: int | None = None,
         dedup_window: float = 120.0,
         prefetch: int = 256,
@@ -346,6 +346,19 @@ class NatsChannel:
     ) -> int: ...
     def recv_blocking(self, timeout: float | None = None) -> Any: ...
     def recv_many_blocking(self, max_items: int, timeout: float | None = None) -> list[Any]: ...
+
+@final
+class NatsSendManyOp:
+    @property
+    def sent(self) -> int: ...
+    @property
+    def published(self) -> int: ...
+    def __await__(self) -> Generator[Any, None, int]: ...
+    def __iter__(self) -> NatsSendManyOp: ...
+    def __next__(self) -> Any: ...
+    def send(self, value: None, /) -> Any: ...
+    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any: ...
+    def close(self) -> None: ...
 
 @final
 class RecvOp(Generic[_T]):

@@ -43,13 +43,14 @@ fn positive_seconds(name: &str, v: f64) -> PyResult<Duration> {
     Ok(d)
 }
 
-/// `max_deliver`: None (or -1) for no limit, else at least 1.
-fn max_deliver(v: Option<i64>) -> PyResult<i64> {
+/// `max_deliver`: None (not given), -1 for no limit, else at least 1.
+fn max_deliver(v: Option<i64>) -> PyResult<Option<i64>> {
     match v {
-        None | Some(-1) => Ok(-1),
-        Some(n) if n >= 1 => Ok(n),
+        None => Ok(None),
+        Some(-1) => Ok(Some(-1)),
+        Some(n) if n >= 1 => Ok(Some(n)),
         Some(n) => Err(PyValueError::new_err(format!(
-            "max_deliver must be at least 1, or None for no limit, not {n}"
+            "max_deliver must be at least 1, or -1 for no limit, not {n}"
         ))),
     }
 }
@@ -84,6 +85,48 @@ pub fn msg_id(id: &str, name: &str) -> PyResult<()> {
     Ok(())
 }
 
+/// The longest stream or consumer name JetStream accepts, in bytes
+/// (nats-server's `JSMaxNameLen`).
+const MAX_NAME_BYTES: usize = 255;
+
+/// A stream or consumer name (`what`): not empty, at most
+/// [`MAX_NAME_BYTES`] bytes of UTF-8, and none of the characters NATS
+/// reserves in them (`.`, `*`, `>`, path separators, whitespace and
+/// control characters).
+fn name(what: &str, v: &str) -> PyResult<()> {
+    if v.len() > MAX_NAME_BYTES {
+        return Err(PyValueError::new_err(format!(
+            "invalid {what} name: {} bytes long, JetStream allows at most {MAX_NAME_BYTES}",
+            v.len()
+        )));
+    }
+    let bad = v.chars().find(|&c| {
+        matches!(c, '.' | '*' | '>' | '/' | '\\') || c.is_whitespace() || c.is_control()
+    });
+    if v.is_empty() || bad.is_some() {
+        return Err(PyValueError::new_err(format!(
+            "invalid {what} name {v:?}: it must be non-empty, without '.', '*', '>', \
+             '/', '\\', whitespace or control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The subject items are published to: dot-separated non-empty tokens,
+/// no wildcards (`*`, `>`), whitespace or control characters.
+fn subject(v: &str) -> PyResult<()> {
+    let bad = v
+        .chars()
+        .any(|c| matches!(c, '*' | '>') || c.is_whitespace() || c.is_control());
+    if v.is_empty() || bad || v.split('.').any(str::is_empty) {
+        return Err(PyValueError::new_err(format!(
+            "invalid subject {v:?}: it must be dot-separated non-empty tokens, \
+             without wildcards ('*', '>'), whitespace or control characters"
+        )));
+    }
+    Ok(())
+}
+
 /// A URL, a comma-separated list of URLs, or a sequence of URLs.
 fn servers(v: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     let list: Vec<String> = if let Ok(s) = v.cast::<PyString>() {
@@ -112,7 +155,7 @@ impl ConnectArgs {
         consumer: Option<String>,
         codec: Option<&str>,
         ack: &str,
-        ack_wait: f64,
+        ack_wait: Option<f64>,
         max_deliver: Option<i64>,
         dedup_window: f64,
         prefetch: usize,
@@ -141,13 +184,11 @@ impl ConnectArgs {
                 )))
             }
         };
-        if stream.is_empty() || stream.contains(['.', '*', '>', ' ']) {
-            return Err(PyValueError::new_err(format!(
-                "invalid stream name {stream:?} (no '.', '*', '>' or spaces)"
-            )));
-        }
+        name("stream", &stream)?;
         let subject = subject.unwrap_or_else(|| stream.clone());
+        self::subject(&subject)?;
         let consumer = consumer.unwrap_or_else(|| stream.clone());
+        name("consumer", &consumer)?;
         Ok(ConnectArgs {
             opts: Options {
                 servers: servers(servers_arg)?,
@@ -158,7 +199,9 @@ impl ConnectArgs {
                 memory,
                 replicas: positive("replicas", replicas)?,
                 dedup_window: seconds("dedup_window", dedup_window)?,
-                ack_wait: positive_seconds("ack_wait", ack_wait)?,
+                ack_wait: ack_wait
+                    .map(|w| positive_seconds("ack_wait", w))
+                    .transpose()?,
                 max_deliver: self::max_deliver(max_deliver)?,
                 prefetch: positive("prefetch", prefetch)?,
                 max_inflight: if max_inflight > MAX_INFLIGHT {

@@ -40,6 +40,8 @@ pub mod link;
 pub mod pull;
 mod received;
 pub mod rt;
+mod sendop;
+mod settings;
 mod shell;
 
 pub use shell::PyNatsChannel;
@@ -62,6 +64,7 @@ pyo3::create_exception!(
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<PyNatsChannel>()?;
+    m.add_class::<sendop::NatsSendManyOp>()?;
     // Awaitable-returning methods answer `iscoroutinefunction` as async defs.
     crate::markers::mark_methods(
         &py.get_type::<PyNatsChannel>(),

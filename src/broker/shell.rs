@@ -2,7 +2,7 @@
 //! arguments, encodes items, and turns the link's Rust futures into
 //! awaitables with [`crate::bridge::future_into_py`].
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,9 +13,10 @@ use pyo3::types::{PyDict, PyString};
 
 use super::args::{self, ConnectArgs};
 use super::codec::Codec;
-use super::link::{Error, Link};
+use super::link::{Error, Link, Progress};
 use super::pull::AckCmd;
 use super::received::{Mode, Received};
+use super::sendop::NatsSendManyOp;
 use super::{BrokerConnectionError, BrokerError};
 use crate::bridge::future_into_py;
 use crate::channel::closed_error;
@@ -31,22 +32,44 @@ use crate::channel::closed_error;
 /// each received item must be acknowledged with `task_done()` (or
 /// `ack="on_receive"`), else the server delivers it again after `ack_wait`
 /// seconds, to this or another consumer; `close()` closes this handle, not
-/// the stream. See docs/distributed.md.
+/// the stream. A handle nobody refers to closes once the operations
+/// started on it are done, and hands the items received through it and
+/// not acknowledged back to the server. See docs/distributed.md.
 #[pyclass(frozen, module = "rustasync._rustasync", name = "NatsChannel")]
 pub struct PyNatsChannel {
     link: Arc<Link>,
+    /// Shared with the operations started on this handle: the link closes
+    /// once the handle and all of them are gone.
+    owner: Arc<Owner>,
     codec: Codec,
     ack_on_receive: bool,
 }
 
-impl Drop for PyNatsChannel {
+impl PyNatsChannel {
+    fn new(link: Arc<Link>, codec: Codec, ack_on_receive: bool) -> Self {
+        PyNatsChannel {
+            owner: Arc::new(Owner(link.clone())),
+            link,
+            codec,
+            ack_on_receive,
+        }
+    }
+}
+
+/// Closes the link when the handle and every operation pending on it are
+/// gone. Nothing can acknowledge the items received through it any more:
+/// they are handed back to the server at once, with the buffered ones.
+pub struct Owner(Arc<Link>);
+
+impl Drop for Owner {
     fn drop(&mut self) {
-        if self.link.inherited() {
+        if self.0.inherited() {
             // The parent's link, in a forked child: its locks and runtime
             // are the parent's. Leak it, as the parent's runtime is leaked.
-            std::mem::forget(self.link.clone());
+            std::mem::forget(self.0.clone());
         } else {
-            self.link.close();
+            self.0.close();
+            self.0.hand_back_unacked();
         }
     }
 }
@@ -57,6 +80,15 @@ fn inherited_error() -> PyErr {
         "this NatsChannel was connected in the parent process; \
          connect again in the child (after fork())",
     )
+}
+
+/// The error of a receive on a closed handle: BrokerError if the puller
+/// closed it because the consumer's settings are not those given.
+fn closed_error_of(link: &Link) -> PyErr {
+    match link.failure() {
+        Some(why) => BrokerError::new_err(why),
+        None => closed_error(),
+    }
 }
 
 /// A Rust-side error as the Python exception users catch.
@@ -167,6 +199,7 @@ impl PyNatsChannel {
         Received {
             items,
             link: self.link.clone(),
+            _owner: self.owner.clone(),
             codec: self.codec,
             ack_on_receive: self.ack_on_receive,
             mode,
@@ -181,14 +214,16 @@ impl PyNatsChannel {
     ) -> PyResult<Bound<'py, PyAny>> {
         self.check()?;
         if self.link.is_closed() {
-            return Err(if iter {
+            return Err(if iter && self.link.failure().is_none() {
                 PyStopAsyncIteration::new_err(())
             } else {
-                closed_error()
+                closed_error_of(&self.link)
             });
         }
+        let receiving = self.link.receiving_guard();
         self.link.ensure_pulling();
         let link = self.link.clone();
+        let owner = self.owner.clone();
         let (codec, ack_on_receive) = (self.codec, self.ack_on_receive);
         let mode = if max.is_some() { Mode::Many } else { Mode::One };
         future_into_py(py, async move {
@@ -196,34 +231,42 @@ impl PyNatsChannel {
                 None => link.buffer.recv().await.map(|d| vec![d]),
                 Some(n) => link.buffer.recv_many(n).await,
             };
+            drop(receiving);
             match got {
                 Ok(items) => Ok(Received {
                     items,
                     link,
+                    _owner: owner,
                     codec,
                     ack_on_receive,
                     mode,
                 }),
-                Err(_) if iter => Err(PyStopAsyncIteration::new_err(())),
-                Err(_) => Err(closed_error()),
+                Err(_) if iter && link.failure().is_none() => {
+                    Err(PyStopAsyncIteration::new_err(()))
+                }
+                Err(_) => Err(closed_error_of(&link)),
             }
         })
     }
 
+    /// The send as an awaitable; `progress` follows how many items were
+    /// acknowledged.
     fn send_op<'py>(
         &self,
         py: Python<'py>,
         payloads: Vec<(Bytes, Option<String>)>,
         count: bool,
+        progress: Arc<Progress>,
     ) -> PyResult<Bound<'py, PyAny>> {
         if self.link.is_closed() {
             return Err(with_sent(py, Error::Closed, 0));
         }
         let link = self.link.clone();
+        let owner = self.owner.clone();
         future_into_py(py, async move {
             let result =
-                super::rt::on_io(async move { link.publish(payloads, Default::default()).await })
-                    .await?;
+                super::rt::on_io(async move { link.publish(payloads, progress).await }).await?;
+            drop(owner);
             Ok(SendOutcome { result, count })
         })
     }
@@ -239,7 +282,7 @@ impl PyNatsChannel {
         }
         let deadline = args::deadline(timeout)?;
         let link = self.link.clone();
-        let progress = Arc::new(AtomicUsize::new(0));
+        let progress = Arc::new(Progress::default());
         let p = progress.clone();
         match super::blocking::wait(py, async move { link.publish(payloads, p).await }, deadline)? {
             Some(Ok(n)) => Ok(n),
@@ -248,7 +291,7 @@ impl PyNatsChannel {
             None => Err(with_sent(
                 py,
                 Error::Timeout("send timed out".to_owned()),
-                progress.load(Ordering::Relaxed),
+                progress.sent.load(Ordering::Relaxed),
             )),
         }
     }
@@ -261,9 +304,10 @@ impl PyNatsChannel {
     ) -> PyResult<Py<PyAny>> {
         self.check()?;
         if self.link.is_closed() {
-            return Err(closed_error());
+            return Err(closed_error_of(&self.link));
         }
         let deadline = args::deadline(timeout)?;
+        let _receiving = self.link.receiving_guard();
         self.link.ensure_pulling();
         let buffer = &self.link.buffer;
         let (r, sig) = crate::channel::blocking(py, |check| {
@@ -276,7 +320,7 @@ impl PyNatsChannel {
                 Ok(self.received(items, mode).convert(py)?.unbind())
             }
             Err(E::Timeout) => Err(PyTimeoutError::new_err("receive timed out")),
-            Err(E::Closed) => Err(closed_error()),
+            Err(E::Closed) => Err(closed_error_of(&self.link)),
             Err(E::Interrupted) => Err(sig.expect("interrupted by a signal")),
         }
     }
@@ -293,26 +337,33 @@ impl PyNatsChannel {
     /// `dedup_window` seconds) if missing and `create` is true. `subject`:
     /// what is published and consumed (default: the stream's name).
     /// `consumer`: the durable consumer's name, shared by every process
-    /// that receives (default: the stream's name). `ack`: "explicit"
-    /// (`task_done()` acknowledges) or "on_receive". `ack_wait`: seconds
-    /// before an unacknowledged item is delivered again. `prefetch`: items
-    /// pulled ahead into the local buffer. `max_inflight`: publishes
-    /// waiting for their JetStream ack at once. `timeout`: how long to wait
-    /// for the server's replies (publish acks, API calls).
+    /// that receives (default: the stream's name); created by the first
+    /// receive if missing, never by a handle that only sends. `ack`:
+    /// "explicit" (`task_done()` acknowledges) or "on_receive". `ack_wait`:
+    /// seconds before an unacknowledged item is delivered again, and
+    /// `max_deliver`: deliveries at most (-1: no limit); left out (None),
+    /// an existing consumer's settings are used, and 30 s and no limit for
+    /// a consumer created. `prefetch`: items pulled ahead into the local
+    /// buffer (kept from expiring while this handle receives).
+    /// `max_inflight`: publishes waiting for their JetStream ack at once.
+    /// `timeout`: how long to wait for the server's replies (publish acks,
+    /// API calls).
     ///
     /// Raises:
     ///     BrokerConnectionError: no server in `servers` could be reached
     ///         (the message names them).
-    ///     BrokerError: the stream is missing (and `create` is false), or the
-    ///         server refused the stream or consumer.
+    ///     BrokerError: the stream is missing (and `create` is false), the
+    ///         server refused the stream, or the consumer exists with other
+    ///         settings than those given (the message names them).
     ///     TimeoutError: the server did not answer (JetStream disabled?).
-    ///     ValueError: a malformed URL or argument.
+    ///     ValueError: a malformed URL or argument, or an invalid `stream`,
+    ///         `subject` or `consumer` name (checked before connecting).
     ///
     /// Cancel safety: cancelling drops the half-made connection; nothing
     /// is left behind but a stream or consumer that was already created.
     #[staticmethod]
     #[pyo3(signature = (servers, stream, *, subject = None, consumer = None, codec = None,
-        ack = "explicit", ack_wait = 30.0, max_deliver = None, dedup_window = 120.0,
+        ack = "explicit", ack_wait = None, max_deliver = None, dedup_window = 120.0,
         prefetch = 256, max_inflight = 4096, timeout = 5.0, connect_timeout = 5.0,
         create = true, storage = "file", replicas = 1))]
     #[allow(clippy::too_many_arguments)]
@@ -324,7 +375,7 @@ impl PyNatsChannel {
         consumer: Option<String>,
         codec: Option<&str>,
         ack: &str,
-        ack_wait: f64,
+        ack_wait: Option<f64>,
         max_deliver: Option<i64>,
         dedup_window: f64,
         prefetch: usize,
@@ -360,11 +411,7 @@ impl PyNatsChannel {
             let link = super::rt::on_io(Link::connect(a.opts))
                 .await?
                 .map_err(to_pyerr)?;
-            Ok(PyNatsChannel {
-                link,
-                codec: a.codec,
-                ack_on_receive: a.ack_on_receive,
-            })
+            Ok(PyNatsChannel::new(link, a.codec, a.ack_on_receive))
         })
     }
 
@@ -372,7 +419,7 @@ impl PyNatsChannel {
     /// connected; same arguments, same exceptions.
     #[staticmethod]
     #[pyo3(signature = (servers, stream, *, subject = None, consumer = None, codec = None,
-        ack = "explicit", ack_wait = 30.0, max_deliver = None, dedup_window = 120.0,
+        ack = "explicit", ack_wait = None, max_deliver = None, dedup_window = 120.0,
         prefetch = 256, max_inflight = 4096, timeout = 5.0, connect_timeout = 5.0,
         create = true, storage = "file", replicas = 1))]
     #[allow(clippy::too_many_arguments)]
@@ -384,7 +431,7 @@ impl PyNatsChannel {
         consumer: Option<String>,
         codec: Option<&str>,
         ack: &str,
-        ack_wait: f64,
+        ack_wait: Option<f64>,
         max_deliver: Option<i64>,
         dedup_window: f64,
         prefetch: usize,
@@ -431,11 +478,7 @@ impl PyNatsChannel {
                 ))
             })?
             .map_err(to_pyerr)?;
-        Ok(PyNatsChannel {
-            link,
-            codec: a.codec,
-            ack_on_receive: a.ack_on_receive,
-        })
+        Ok(PyNatsChannel::new(link, a.codec, a.ack_on_receive))
     }
 
     /// Publish `item` and wait for JetStream to acknowledge it (awaitable).
@@ -461,7 +504,7 @@ impl PyNatsChannel {
         msg_id: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let p = self.one(item, msg_id)?;
-        self.send_op(py, p, false)
+        self.send_op(py, p, false, Default::default())
     }
 
     /// Publish every item of `items` in order, many in flight, and wait
@@ -475,24 +518,28 @@ impl PyNatsChannel {
     ///         items (a prefix) were acknowledged.
     ///
     /// Cancel safety: a prefix of the items is stored, and some after it
-    /// may be; with `msg_ids`, sending them all again is safe.
+    /// may be. Keep the operation (`op = ch.send_many(xs)`; `await op`):
+    /// `op.sent` tells how many items JetStream acknowledged, also after
+    /// a cancellation; with `msg_ids`, sending them all again is safe.
     #[pyo3(signature = (items, *, msg_ids = None))]
     fn send_many<'py>(
         &self,
         py: Python<'py>,
         items: &Bound<'py, PyAny>,
         msg_ids: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<NatsSendManyOp> {
         let p = self.payloads(items, msg_ids)?;
-        self.send_op(py, p, true)
+        let progress = Arc::new(Progress::default());
+        let inner = self.send_op(py, p, true, progress.clone())?;
+        Ok(NatsSendManyOp::new(inner.unbind(), progress))
     }
 
     /// Receive one item, waiting while none is available (awaitable).
     ///
     /// Raises:
     ///     ChannelClosed: this handle is closed.
-    ///     ValueError: the item cannot be decoded with the codec (it stays
-    ///         unacknowledged and is delivered again after `ack_wait`).
+    ///     ValueError: the item cannot be decoded with the codec; it is
+    ///         terminated (`+TERM`: never delivered again, to any consumer).
     ///
     /// Cancel safety: nothing is lost. An item not yet handed over stays
     /// first in the local buffer; one already taken from it is handed back
@@ -534,11 +581,28 @@ impl PyNatsChannel {
     /// sent in the background; `wait_closed()` waits for them.
     ///
     /// Raises:
-    ///     ValueError: called more times than there were items received,
-    ///         or in `ack="on_receive"` mode.
-    #[pyo3(signature = (count = 1))]
-    fn task_done(&self, count: usize) -> PyResult<()> {
+    ///     ValueError: called more times than there were items received
+    ///         (`count` of any size beyond them: nothing is acknowledged),
+    ///         `count < 1`, or in `ack="on_receive"` mode.
+    ///     TypeError: `count` is not an int (a bool is refused too).
+    #[pyo3(signature = (count = None), text_signature = "($self, count=1)")]
+    fn task_done(&self, count: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         self.check()?;
+        let n = match count {
+            None => 1,
+            // asyncio's task_done() takes no argument: a bool here is a
+            // mistake, not a count of 1.
+            Some(count) if count.is_instance_of::<pyo3::types::PyBool>() => {
+                return Err(PyTypeError::new_err("count must be an int, not bool"))
+            }
+            Some(count) => crate::args::index(count, "count")?,
+        };
+        if n < 1 {
+            return Err(PyValueError::new_err(format!(
+                "count must be >= 1, got {n}"
+            )));
+        }
+        let count = usize::try_from(n).unwrap_or(usize::MAX);
         if self.ack_on_receive {
             return Err(PyValueError::new_err(
                 "task_done() with ack='on_receive': items are acknowledged when received",
@@ -554,14 +618,16 @@ impl PyNatsChannel {
         for r in replies {
             let _ = self.link.acks.send(AckCmd::Ack(r));
         }
+        self.link.touch();
         Ok(())
     }
 
     /// Close this handle; returns False if it was already closed.
     ///
     /// Sends and receives then raise `ChannelClosed` (`async for` ends).
-    /// Items pulled ahead and not yet received are handed back to the
-    /// server for immediate redelivery; items received and not yet
+    /// Every item pulled from the server and not yet received (in the
+    /// local buffer or still on its way) is handed back to the server for
+    /// immediate redelivery; items received and not yet
     /// acknowledged can still be acknowledged with `task_done()`. The
     /// stream, the consumer and other handles are not affected.
     ///
@@ -576,15 +642,32 @@ impl PyNatsChannel {
 
     /// Wait until every ack and nak sent so far has been written to the
     /// server, or `timeout` (of `connect`) has passed while it is
-    /// unreachable (awaitable).
+    /// unreachable (awaitable). On a closed handle, first wait (a few
+    /// seconds at most) until the pull requests it made have ended and
+    /// everything they delivered is handed back. Bounded however many
+    /// are pending: while
+    /// the server is unreachable, acks the client cannot queue within
+    /// `timeout` are dropped (the server delivers those items again).
     ///
     /// Cancel safety: cancelling only stops the waiting.
     fn wait_closed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.check()?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let _ = self.link.acks.send(AckCmd::Flush(tx));
+        let link = self.link.clone();
+        // A closed handle first ends its pull session: its last pull
+        // requests end within a few seconds, then what they delivered is
+        // naked. Bounded: the session gives up after that, or `timeout`.
+        let drained = link.is_closed().then(|| link.drained.subscribe());
+        let bound = super::pull::ENDING_BOUND + link.opts.timeout;
         future_into_py(py, async move {
-            let _ = rx.await;
+            super::rt::on_io(async move {
+                if let Some(mut drained) = drained {
+                    let _ = tokio::time::timeout(bound, drained.wait_for(|d| *d)).await;
+                }
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = link.acks.send(AckCmd::Flush(tx));
+                let _ = rx.await;
+            })
+            .await?;
             Ok(())
         })
     }
@@ -603,7 +686,8 @@ impl PyNatsChannel {
 
     /// A snapshot: `buffered`, `unacked` (received, waiting for
     /// `task_done`), `closed`, `servers`, `stream`, `subject`, `consumer`,
-    /// `codec`, `ack`.
+    /// `codec`, `ack`, `ack_wait` and `max_deliver` (None: no limit) in
+    /// force.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         self.check()?;
         let o = &self.link.opts;
@@ -624,6 +708,9 @@ impl PyNatsChannel {
         d.set_item("stream", &o.stream)?;
         d.set_item("subject", &o.subject)?;
         d.set_item("consumer", &o.consumer)?;
+        let max_deliver = self.link.max_deliver();
+        d.set_item("ack_wait", self.link.ack_wait().as_secs_f64())?;
+        d.set_item("max_deliver", (max_deliver > 0).then_some(max_deliver))?;
         d.set_item("codec", self.codec.name())?;
         d.set_item(
             "ack",
