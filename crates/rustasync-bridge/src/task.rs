@@ -31,9 +31,13 @@
 //!   copy of the current one. Called on the loop's thread, the task is
 //!   created at once. From another thread the request goes through the
 //!   loop's wakeup batcher: one wakeup per burst of requests.
-//! * The task's done callback stores its outcome and wakes the Rust
-//!   future: the result, the exception it raised, or the `CancelledError`
-//!   it was cancelled with.
+//! * The Rust future resolves with the task's outcome: the result, the
+//!   exception it raised, or the `CancelledError` it was cancelled with.
+//!   A native coroutine's task runs it through a thin wrapper that hands
+//!   its return value over from the task's last step (see [`coro`]: no
+//!   done callback, one loop handle less per task; `task.get_coro()` is
+//!   that wrapper). Every other outcome, and every other awaitable, is
+//!   read from the task's done callback, as `task.result()` gives it.
 //! * If the loop is closed before the task could be created, the Rust
 //!   future resolves with `RuntimeError`.
 //!
@@ -56,9 +60,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::ffi;
 use pyo3::types::{PyCFunction, PyDict};
 
 use crate::locals::{get_current_locals, TaskLocals};

@@ -18,7 +18,7 @@
 //! (`cr_frame`, `cr_code`, `__qualname__`, ...) are the coroutine's, so the
 //! task's `repr`, `get_stack()` and `print_stack()` read as before.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyStopIteration;
 use pyo3::ffi;
@@ -32,7 +32,10 @@ use crate::awaitable::{as_send, next_result, Step, Stepper};
 #[pyclass(frozen, module = "rustasync_bridge", name = "TaskCoro")]
 pub(super) struct TaskCoro {
     coro: Py<PyAny>,
-    shared: Arc<Shared>,
+    /// Let go once the coroutine has finished: the task keeps its
+    /// coroutine for good, and an outcome (a traceback, its frames) must
+    /// not stay reachable from it through Rust, out of the GC's sight.
+    shared: Mutex<Option<Arc<Shared>>>,
 }
 
 impl TaskCoro {
@@ -55,7 +58,7 @@ impl TaskCoro {
             py,
             TaskCoro {
                 coro,
-                shared: shared.clone(),
+                shared: Mutex::new(Some(shared.clone())),
             },
         )
     }
@@ -65,10 +68,12 @@ impl TaskCoro {
         let mut out = std::ptr::null_mut();
         let status = unsafe { ffi::PyIter_Send(self.coro.as_ptr(), value.as_ptr(), &mut out) };
         match status {
-            ffi::PySendResult::PYGEN_NEXT => Ok(Step::Yield(unsafe { Bound::from_owned_ptr(py, out).unbind() })),
+            ffi::PySendResult::PYGEN_NEXT => Ok(Step::Yield(unsafe {
+                Bound::from_owned_ptr(py, out).unbind()
+            })),
             ffi::PySendResult::PYGEN_RETURN => {
                 let v: Py<PyAny> = unsafe { Bound::from_owned_ptr(py, out).unbind() };
-                self.shared.resolve(Ok(v.clone_ref(py)));
+                self.resolve(Ok(v.clone_ref(py)));
                 Ok(Step::Return(v))
             }
             _ => Err(self.failed(py, PyErr::fetch(py))),
@@ -79,17 +84,29 @@ impl TaskCoro {
     /// finish with it. Resolve through the task's outcome, as for any
     /// other awaitable; `e` goes on to the task.
     fn failed(&self, py: Python<'_>, e: PyErr) -> PyErr {
-        let on_task = crate::awaitable::Imports::get(py)
-            .and_then(|_| current_task(py))
-            .and_then(|task| {
-                let cb = Bound::new(py, OnDone(self.shared.clone()))?;
-                task.call_method1(pyo3::intern!(py, "add_done_callback"), (cb,))
-            });
+        let Some(shared) = self.take() else {
+            return e;
+        };
+        let on_task = current_task(py).and_then(|task| {
+            let cb = Bound::new(py, OnDone(shared.clone()))?;
+            task.call_method1(pyo3::intern!(py, "add_done_callback"), (cb,))
+        });
         if on_task.is_err() {
             // Not run by an asyncio task: the exception itself, then.
-            self.shared.resolve(Err(e.clone_ref(py)));
+            shared.resolve(Err(e.clone_ref(py)));
         }
         e
+    }
+
+    fn take(&self) -> Option<Arc<Shared>> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Resolve with what the coroutine returned, and let go.
+    fn resolve(&self, v: PyResult<Py<PyAny>>) {
+        if let Some(shared) = self.take() {
+            shared.resolve(v);
+        }
     }
 }
 
@@ -121,7 +138,12 @@ impl TaskCoro {
 
     fn send(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        as_send(py, slf.get().advance(py, value).and_then(|s| next_result(py, s)))
+        as_send(
+            py,
+            slf.get()
+                .advance(py, value)
+                .and_then(|s| next_result(py, s)),
+        )
     }
 
     /// Thrown into the coroutine with the same arguments (the one-argument
@@ -146,7 +168,7 @@ impl TaskCoro {
             Ok(v) => Ok(v.unbind()),
             Err(e) if e.is_instance_of::<PyStopIteration>(py) => {
                 let v = e.value(py).getattr(pyo3::intern!(py, "value"))?.unbind();
-                me.shared.resolve(Ok(v));
+                me.resolve(Ok(v));
                 Err(e)
             }
             Err(e) => Err(me.failed(py, e)),
@@ -162,7 +184,11 @@ impl TaskCoro {
     }
 
     /// The coroutine's attributes (`cr_frame`, `__qualname__`, ...).
-    fn __getattr__(&self, py: Python<'_>, name: &Bound<'_, pyo3::types::PyString>) -> PyResult<Py<PyAny>> {
+    fn __getattr__(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, pyo3::types::PyString>,
+    ) -> PyResult<Py<PyAny>> {
         Ok(self.coro.bind(py).getattr(name)?.unbind())
     }
 
