@@ -55,6 +55,117 @@ def test_into_future_result_and_exception(run, early):
     run(main())
 
 
+@pytest.mark.parametrize("early", [True, False])
+def test_into_future_of_a_plain_future_and_of_an_await_object(run, early):
+    """Not coroutines: a future is awaited as it is (ensure_future returns
+    it), an object with `__await__` is wrapped in a task."""
+
+    class Awaitable:
+        def __await__(self):
+            yield from asyncio.sleep(0).__await__()
+            return "from __await__"
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        loop.call_soon(fut.set_exception, ValueError("f"))
+        done, exc = await _ra._bridge_await(fut, early=early)
+        assert done and isinstance(exc, ValueError) and exc.args == ("f",)
+        fut = loop.create_future()
+        loop.call_soon(fut.cancel, "future msg")
+        done, exc = await _ra._bridge_await(fut, early=early)
+        assert done and isinstance(exc, asyncio.CancelledError)
+        assert exc.args == ("future msg",)
+        assert await _ra._bridge_await(Awaitable(), early=early) == (True, "from __await__")
+
+    run(main())
+
+
+def _outcome_through_a_task(coro_fn):
+    """What `task.result()` gives for `coro_fn()` run as a plain task."""
+
+    async def main():
+        t = asyncio.ensure_future(coro_fn())
+        try:
+            return await t
+        except BaseException as e:  # noqa: BLE001
+            return e
+
+    return main
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_coroutine_outcomes_match_task_result(run, early):
+    """Results, the very exception raised, the CancelledError with its
+    message, and a value returned after catching a cancellation: as
+    `task.result()` gives them."""
+    raised = []
+
+    async def fails():
+        await asyncio.sleep(0)
+        e = KeyError("k")
+        raised.append(e)
+        raise e
+
+    async def cancelled_with_message():
+        asyncio.current_task().cancel("the message")
+        await asyncio.sleep(1)
+
+    async def cancelled_before_start():
+        return "never"
+
+    async def survives_cancellation():
+        try:
+            asyncio.current_task().cancel()
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            return "caught"
+
+    async def main():
+        done, exc = await _ra._bridge_await(fails(), early=early)
+        assert done and exc is raised[-1]
+        done, exc = await _ra._bridge_await(cancelled_with_message(), early=early)
+        ref = await _outcome_through_a_task(cancelled_with_message)()
+        assert done and type(exc) is type(ref) and exc.args == ref.args == ("the message",)
+        assert await _ra._bridge_await(survives_cancellation(), early=early) == (True, "caught")
+        assert await _ra._rust_await(survives_cancellation()) == "caught"
+        with pytest.raises(KeyError):
+            await _ra._rust_await(fails())
+
+    run(main())
+
+
+def test_task_of_an_awaited_coroutine_reads_as_the_coroutine(run):
+    """The task runs a wrapper, but its repr and stack show the coroutine,
+    and a failed task's exception counts as retrieved (nothing logged)."""
+    seen = {}
+    errors = []
+
+    async def inner_coro():
+        t = asyncio.current_task()
+        seen["repr"] = repr(t)
+        seen["stack"] = t.get_stack()
+        seen["qualname"] = t.get_coro().__qualname__
+        return 1
+
+    async def fails():
+        raise ValueError("x")
+
+    async def main():
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
+        assert await _ra._rust_await(inner_coro()) == 1
+        with pytest.raises(ValueError):
+            await _ra._rust_await(fails())
+        gc.collect()
+        await asyncio.sleep(0)
+
+    run(main())
+    assert "inner_coro" in seen["repr"]
+    assert seen["stack"] and seen["stack"][-1].f_code.co_name == "inner_coro"
+    assert seen["qualname"].endswith("inner_coro")
+    assert errors == []
+
+
 def test_many_awaitables_from_tokio_at_once(run):
     """Thousands of awaitables scheduled from tokio workers (batched)."""
 
@@ -157,6 +268,44 @@ def test_awaitables_run_in_a_copy_of_the_callers_context(run):
         assert var.get() == "outer"
         assert await _ra._bridge_await(inner(), early=True) == (True, "outer")
         assert var.get() == "outer"
+
+    run(main())
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_each_kind_of_awaitable_runs_in_its_own_copy_of_the_context(run, early):
+    """Coroutines (wrapped) and `__await__` objects (ensure_future) alike;
+    a task factory of the older signature (no `context=`) still works."""
+
+    class Reads:
+        def __await__(self):
+            yield from asyncio.sleep(0).__await__()
+            seen = var.get()
+            var.set("changed by Reads")
+            return seen
+
+    async def reads():
+        seen = var.get()
+        var.set("changed by reads")
+        return seen
+
+    made = []
+
+    def old_factory(loop, coro, **kw):
+        # Stock asyncio calls a factory without `context=` when none is
+        # given: the older signature keeps working. uvloop always passes it.
+        made.append(kw)
+        return asyncio.Task(coro, loop=loop, **kw)
+
+    async def main():
+        var.set("outer")
+        for aw in (reads, Reads, reads):
+            assert await _ra._bridge_await(aw(), early=early) == (True, "outer")
+            assert var.get() == "outer"
+            asyncio.get_running_loop().set_task_factory(old_factory)
+        assert len(made) == 2
+        if type(asyncio.get_running_loop()).__module__.startswith("asyncio"):
+            assert made == [{}, {}]
 
     run(main())
 

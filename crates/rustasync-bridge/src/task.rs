@@ -31,9 +31,13 @@
 //!   copy of the current one. Called on the loop's thread, the task is
 //!   created at once. From another thread the request goes through the
 //!   loop's wakeup batcher: one wakeup per burst of requests.
-//! * The task's done callback stores its outcome and wakes the Rust
-//!   future: the result, the exception it raised, or the `CancelledError`
-//!   it was cancelled with.
+//! * The Rust future resolves with the task's outcome: the result, the
+//!   exception it raised, or the `CancelledError` it was cancelled with.
+//!   A native coroutine's task runs it through a thin wrapper that hands
+//!   its return value over from the task's last step (see [`coro`]: no
+//!   done callback, one loop handle less per task; `task.get_coro()` is
+//!   that wrapper). Every other outcome, and every other awaitable, is
+//!   read from the task's done callback, as `task.result()` gives it.
 //! * If the loop is closed before the task could be created, the Rust
 //!   future resolves with `RuntimeError`.
 //!
@@ -56,12 +60,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyCFunction, PyDict};
 
 use crate::locals::{get_current_locals, TaskLocals};
 use crate::runtime::Completion;
+
+mod coro;
 
 /// Schedule `awaitable` as a task on the current loop; see the
 /// [module docs](self).
@@ -274,7 +281,10 @@ impl Completion for Start {
             if s.dropped {
                 true
             } else {
-                s.task = Some(task.clone().unbind());
+                // Finished already (an eager task factory): nothing to hold.
+                if s.outcome.is_none() {
+                    s.task = Some(task.clone().unbind());
+                }
                 false
             }
         };
@@ -295,30 +305,73 @@ impl Completion for Start {
     }
 }
 
-/// `ensure_future(aw, loop=loop)` in a copy of the locals' context, with
-/// a done callback that resolves `shared`.
+/// The task for `aw`, in a copy of the locals' context, resolving `shared`.
+///
+/// A native coroutine becomes `loop.create_task(TaskCoro(coro))` (see
+/// [`coro`]), created in the copy (as `ensure_future` would, with no
+/// `context=` argument, so that task factories of the older signature keep
+/// working); anything else goes through `ensure_future(aw, loop=loop)`,
+/// with a done callback.
 fn create_task<'py>(
     py: Python<'py>,
     locals: &TaskLocals,
     aw: Py<PyAny>,
     shared: &Arc<Shared>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let ctx = locals.context(py);
+    // `None` (pyo3-async-runtimes' locals may carry it): the current one.
+    let copy = match ctx.is_none() {
+        true => unsafe { ffi::PyContext_CopyCurrent() },
+        false => unsafe { ffi::PyContext_Copy(ctx.as_ptr()) },
+    };
+    let ctx = unsafe { Bound::from_owned_ptr_or_err(py, copy)? };
+    if unsafe { ffi::PyCoro_CheckExact(aw.as_ptr()) } != 0 {
+        let wrapped = coro::TaskCoro::wrap(py, aw, shared)?;
+        let lp = locals.event_loop(py);
+        return in_context(py, &ctx, || {
+            lp.call_method1(pyo3::intern!(py, "create_task"), (wrapped,))
+        });
+    }
     static ENSURE_FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let ensure = ENSURE_FUTURE.import(py, "asyncio", "ensure_future")?;
-    let ctx = locals.context(py).call_method0(pyo3::intern!(py, "copy"))?;
     let kw = PyDict::new(py);
-    kw.set_item("loop", locals.event_loop(py))?;
-    let task = ctx.call_method(pyo3::intern!(py, "run"), (ensure, aw), Some(&kw))?;
-    let sh = shared.clone();
-    let on_done = PyCFunction::new_closure(py, None, None, move |args, _kw| {
-        let outcome = args
-            .get_item(0)
-            .and_then(|t| t.call_method0(pyo3::intern!(args.py(), "result")))
-            .map(Bound::unbind);
-        sh.resolve(outcome);
-    })?;
-    task.call_method1(pyo3::intern!(py, "add_done_callback"), (on_done,))?;
+    kw.set_item(pyo3::intern!(py, "loop"), locals.event_loop(py))?;
+    let task = in_context(py, &ctx, || ensure.call((aw,), Some(&kw)))?;
+    let cb = Bound::new(py, OnDone(shared.clone()))?;
+    task.call_method1(pyo3::intern!(py, "add_done_callback"), (cb,))?;
     Ok(task)
+}
+
+/// `f()` with `ctx` entered, as `ctx.run(f)` does.
+fn in_context<'py, R>(
+    py: Python<'py>,
+    ctx: &Bound<'py, PyAny>,
+    f: impl FnOnce() -> PyResult<R>,
+) -> PyResult<R> {
+    if unsafe { ffi::PyContext_Enter(ctx.as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let r = f();
+    if unsafe { ffi::PyContext_Exit(ctx.as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    r
+}
+
+/// The done callback: resolves with the task's outcome, read as
+/// `task.result()` reads it (its result, its exception, or the
+/// `CancelledError` it was cancelled with).
+#[pyclass(frozen, module = "rustasync_bridge", name = "TaskDone")]
+struct OnDone(Arc<Shared>);
+
+#[pymethods]
+impl OnDone {
+    fn __call__(&self, task: &Bound<'_, PyAny>) {
+        let outcome = task
+            .call_method0(pyo3::intern!(task.py(), "result"))
+            .map(Bound::unbind);
+        self.0.resolve(outcome);
+    }
 }
 
 /// Cancel a task, on the loop's thread.
