@@ -104,15 +104,6 @@ enum Output {
     Later(Convert),
 }
 
-impl Output {
-    fn into_py(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        match self {
-            Output::Value(r) => r,
-            Output::Later(f) => f(py),
-        }
-    }
-}
-
 tokio::task_local! {
     /// Set once the awaitable of the bridged future being polled gave up
     /// on it (its task was cancelled, it was closed or freed).
@@ -355,8 +346,20 @@ where
         let _entered = rt.enter();
         match Pin::new(&mut guarded).poll(&mut Context::from_waker(noop_waker())) {
             Poll::Ready(out) => {
+                // Once exiting, a Rust value is converted now, in the
+                // caller's call, rather than beneath a later `await`.
+                let out = match out {
+                    Output::Later(f) if crate::exit::exiting() => Output::Value(f(py)),
+                    out => out,
+                };
                 shared.lock().output = Some(out);
                 None
+            }
+            Poll::Pending if crate::exit::exiting() => {
+                // It would never be polled again (see `exit`), nor may it
+                // be dropped: leaked, and the call fails.
+                std::mem::forget(guarded);
+                return Err(after_shutdown());
             }
             Poll::Pending => {
                 // Still on the loop's thread: find its batcher now, for
@@ -406,7 +409,7 @@ impl RustFuture {
             i.taken = true;
             (i.output.take(), i.wake.take())
         };
-        drop(dropped);
+        release(dropped);
     }
 
     /// The output, if there is one yet: taken (`taken` is set).
@@ -416,9 +419,37 @@ impl RustFuture {
         Some(out)
     }
 
-    /// Finish an `await` with its output.
+    /// Finish an `await` with its output. Converting a Rust value may run
+    /// Python code: not once the process is exiting (the value is leaked).
     fn finish_await(py: Python<'_>, outcome: Output) -> PyResult<Option<Py<PyAny>>> {
-        crate::awaitable::complete(py, outcome.into_py(py)?)
+        let value = match outcome {
+            Output::Value(r) => r?,
+            Output::Later(f) => {
+                let Some(_beneath) = crate::exit::python_beneath() else {
+                    std::mem::forget(f);
+                    return Err(after_shutdown());
+                };
+                f(py)?
+            }
+        };
+        crate::awaitable::complete(py, value)
+    }
+}
+
+/// The error of an `await` that would have to wait for a Rust future, or
+/// run Python code beneath the crate's frames, once the process is exiting
+/// (see `exit`); as `loop.run_in_executor` raises `RuntimeError` then.
+fn after_shutdown() -> PyErr {
+    PyRuntimeError::new_err("cannot await a Rust future after interpreter shutdown")
+}
+
+/// Drop what a given-up awaitable held (its output may run Python code
+/// when dropped: a `__del__`): counted as Python code beneath the crate's
+/// frames, and leaked instead once the process is exiting (see `exit`).
+fn release<T>(held: T) {
+    match crate::exit::python_beneath() {
+        Some(_beneath) => drop(held),
+        None => std::mem::forget(held),
     }
 }
 
@@ -427,6 +458,15 @@ impl Drop for RustFuture {
         self.shared.given_up.store(true, Ordering::SeqCst);
         if let Some(a) = &self.abort {
             a.abort();
+        }
+        // Nothing can take the output any more: dropped here, counted
+        // (a dealloc runs attached, on whatever thread freed the awaitable).
+        let held = {
+            let mut i = self.shared.lock();
+            (i.output.take(), i.wake.take())
+        };
+        if held.0.is_some() || held.1.is_some() {
+            release(held);
         }
     }
 }
@@ -483,10 +523,9 @@ impl RustFuture {
             i.wake.clone()
         };
         // At interpreter exit no Python code runs beneath this frame (see
-        // `exit`), and the future will not finish: a bare yield hands the
-        // task back to its loop.
+        // `exit`), and the future will not finish: the `await` fails.
         let Some(_beneath) = crate::exit::python_beneath() else {
-            return Ok(Some(py.None()));
+            return Err(after_shutdown());
         };
         let stale = match &current {
             None => true,
@@ -533,12 +572,14 @@ impl RustFuture {
         val: Option<Bound<'_, PyAny>>,
         _tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let _beneath = crate::exit::python_beneath();
         self.give_up();
         Err(crate::awaitable::thrown(typ.py(), &typ, val.as_ref(), None).unwrap_or_else(|e| e))
     }
 
     /// Abort the Rust future.
     fn close(&self) {
+        let _beneath = crate::exit::python_beneath();
         self.give_up();
     }
 
