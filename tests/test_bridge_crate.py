@@ -516,6 +516,34 @@ def test_objects_held_by_an_aborted_rust_future_are_freed_on_the_loop(run, how):
     assert run(main())
 
 
+def test_a_second_await_while_the_result_waits_for_delivery_fails(run):
+    """A second `await` between the Rust future finishing (its output
+    stored, on a tokio worker) and the delivery reaching the loop raises
+    RuntimeError, and the first awaiter gets the value (the second used to
+    take it, leaving the first waiting for good)."""
+
+    async def main():
+        fut = asyncio.get_running_loop().create_future()
+        aw = _ra._bridge_await(fut, early=True)  # finishes once fut does
+
+        async def first_await():
+            return await aw
+
+        first = asyncio.ensure_future(first_await())
+        await asyncio.sleep(0)  # first is suspended on aw
+        assert not aw.done()
+        fut.set_result(42)
+        await asyncio.sleep(0)  # the Rust side hears of it
+        # Block the loop until the output is stored: it cannot be delivered.
+        while not aw.done():
+            time.sleep(0.001)
+        with pytest.raises(RuntimeError, match="is being awaited already"):
+            await aw
+        return await asyncio.wait_for(first, 10)
+
+    assert run(main()) == (True, 42)
+
+
 _AWAIT_AFTER_EXIT = """
 import asyncio, atexit, sys, threading, time
 from rustasync import _rustasync as m

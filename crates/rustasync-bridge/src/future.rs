@@ -126,6 +126,10 @@ struct Inner {
     output: Option<Output>,
     wake: Option<Arc<FutureWake>>,
     taken: bool,
+    /// A `__next__` suspended (an `await` is in progress) and has not
+    /// taken the output nor given up since: a second `await` is refused,
+    /// even once the output is stored but not yet delivered.
+    awaiting: bool,
 }
 
 impl Shared {
@@ -407,15 +411,18 @@ impl RustFuture {
         let dropped = {
             let mut i = self.shared.lock();
             i.taken = true;
+            i.awaiting = false;
             (i.output.take(), i.wake.take())
         };
         release(dropped);
     }
 
-    /// The output, if there is one yet: taken (`taken` is set).
+    /// The output, if there is one yet: taken (`taken` is set, and the
+    /// `await` in progress, if any, is over).
     fn take_outcome(i: &mut Inner) -> Option<Output> {
         let out = i.output.take()?;
         i.taken = true;
+        i.awaiting = false;
         Some(out)
     }
 
@@ -463,6 +470,7 @@ impl Drop for RustFuture {
         // (a dealloc runs attached, on whatever thread freed the awaitable).
         let held = {
             let mut i = self.shared.lock();
+            i.awaiting = false;
             (i.output.take(), i.wake.take())
         };
         if held.0.is_some() || held.1.is_some() {
@@ -476,26 +484,12 @@ impl RustFuture {
     /// Like awaiting a coroutine: raises `RuntimeError` while another
     /// task awaits it.
     fn __await__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
-        let py = slf.py();
-        let current = {
-            let i = slf.get().shared.lock();
-            if i.output.is_some() || i.taken {
-                None
-            } else {
-                i.wake.clone()
-            }
-        };
-        if let Some(w) = current {
-            let waiting = !w
-                .future()
-                .bind(py)
-                .call_method0(pyo3::intern!(py, "done"))?
-                .is_truthy()?;
-            if waiting {
-                return Err(PyRuntimeError::new_err(
-                    "Rust future is being awaited already",
-                ));
-            }
+        // As a coroutine suspended in an `await` is: until that `await`
+        // takes the output or gives up, even once the output is stored.
+        if slf.get().shared.lock().awaiting {
+            return Err(PyRuntimeError::new_err(
+                "Rust future is being awaited already",
+            ));
         }
         Ok(slf)
     }
@@ -545,7 +539,10 @@ impl RustFuture {
             match Self::take_outcome(&mut i) {
                 // Finished while we were making the future: no wait.
                 Some(outcome) => (Some(outcome), i.wake.take()),
-                None => (None, i.wake.replace(wake.clone())),
+                None => {
+                    i.awaiting = true;
+                    (None, i.wake.replace(wake.clone()))
+                }
             }
         };
         drop(old);
