@@ -639,3 +639,45 @@ def test_exit_while_a_daemon_thread_frees_unawaited_results():
         )
         assert p.returncode == 0, (i, p.returncode, p.stderr[-2000:])
 
+
+def test_a_given_up_future_never_touches_asyncio_off_its_loop():
+    """A bridged future given up (its task cancelled) while its tokio worker
+    waited to schedule an asyncio future leaves that future to the loop's
+    thread: it was cancelled on the worker, which asyncio's debug mode
+    reports as a non-thread-safe call."""
+    unraisable = []
+    old_hook = sys.unraisablehook
+    old_interval = sys.getswitchinterval()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        cancelled = 0
+        for _ in range(100):
+            fut = loop.create_future()
+            fut.add_done_callback(lambda f: None)
+            t = asyncio.ensure_future(_ra._bridge_await(fut))
+            await asyncio.sleep(0)  # polled once, then on its way through tokio
+            end = time.perf_counter() + 0.002
+            while time.perf_counter() < end:  # the worker now waits to attach
+                pass
+            t.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await t
+            await asyncio.sleep(0.002)
+            cancelled += fut.cancelled()
+        return cancelled
+
+    sys.unraisablehook = lambda u: unraisable.append(repr(u.exc_value))
+    sys.setswitchinterval(0.05)  # the loop keeps the interpreter while it cancels
+    try:
+        loop = asyncio.new_event_loop()
+        try:
+            cancelled = loop.run_until_complete(main())
+        finally:
+            loop.close()
+    finally:
+        sys.unraisablehook = old_hook
+        sys.setswitchinterval(old_interval)
+    assert unraisable == []
+    assert cancelled > 0  # the race was reached

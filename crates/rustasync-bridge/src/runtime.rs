@@ -186,12 +186,18 @@ impl LoopWaker {
             && self.event_loop(py).is_some_and(|l| l.is(lp))
     }
 
+    /// The calling thread is the one that made the waker (its loop's), in
+    /// this process.
+    pub(crate) fn on_own_thread(&self) -> bool {
+        thread_key() == self.thread && self.generation == fork_generation()
+    }
+
     /// Run `c` on the loop thread as soon as possible.
     pub fn push(&self, c: Arc<dyn Completion>) {
         if self.dead.load(Ordering::Acquire) {
             return abandon_all(vec![c]);
         }
-        if thread_key() == self.thread && self.generation == fork_generation() {
+        if self.on_own_thread() {
             // At exit, left undone (see `exit`): never dropped either, as
             // that could run Python code too.
             let Some(_beneath) = crate::exit::python_beneath() else {
