@@ -600,7 +600,9 @@ def test_awaiting_a_rust_future_after_the_exit_hook_raises():
     )
     assert p.returncode == 0, p.stderr[-2000:]
     gone = "RuntimeError: cannot await a Rust future after interpreter shutdown"
-    assert p.stdout.splitlines() == ["7", gone, gone, f"daemon: {gone}", f"daemon: {gone}"], p.stdout
+    assert p.stdout.splitlines() == ["7", gone, gone, f"daemon: {gone}", f"daemon: {gone}"], (
+        p.stdout
+    )
 
 
 _DAEMON_OUTPUT_DEL = """

@@ -374,7 +374,10 @@ def test_a_lost_wakeup_byte_is_written_again():
     def bridge_reader_fd():
         for key in loop._selector.get_map().values():
             reader = key.data[0]
-            if reader is not None and type(reader._callback).__name__ == "builtin_function_or_method":
+            if (
+                reader is not None
+                and type(reader._callback).__name__ == "builtin_function_or_method"
+            ):
                 return key.fd
         raise AssertionError("no reader of the bridge's")
 

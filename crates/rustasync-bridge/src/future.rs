@@ -25,8 +25,11 @@
 //!   is handed to the loop through the loop's wakeup batcher
 //!   ([`crate::runtime`]): one `call_soon_threadsafe` per burst of
 //!   completions, not one per future. On the loop thread, what is left of
-//!   the future is dropped (attached, so the Python objects it held are
-//!   freed at once), and the awaiting task is woken; tokio workers never
+//!   the future (its loop and context references) is dropped, attached,
+//!   and the awaiting task is woken. What the future's body dropped itself
+//!   as it finished (an `async move` block's captures) was dropped on the
+//!   tokio worker, where PyO3 defers Python objects to its reference pool
+//!   (freed by whichever thread next enters a PyO3 callback). Tokio workers never
 //!   attach to the interpreter for it. An output that is not a Python
 //!   object already is converted to one when the awaiting task takes it,
 //!   so one never taken is dropped as the Rust value it is. An aborted
@@ -71,8 +74,10 @@
 //! # Awaiting twice
 //!
 //! Modelled on a coroutine (`send`, `throw`, `close`; one `await`): a
-//! second `await` while a task awaits it raises `RuntimeError("Rust future
-//! is being awaited already")` at once, and one after it finished raises
+//! second `await` while a task awaits it (until that `await` takes the
+//! result or gives up, even once the result is stored on its way to the
+//! loop) raises `RuntimeError("Rust future is being awaited already")` at
+//! once, and one after it finished raises
 //! `RuntimeError("cannot reuse already awaited Rust future")`.
 
 use std::future::{poll_fn, Future};
