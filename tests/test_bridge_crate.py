@@ -8,6 +8,7 @@ import contextvars
 import gc
 import subprocess
 import sys
+import time
 import weakref
 
 import pytest
@@ -662,3 +663,172 @@ def test_objects_held_by_an_aborted_rust_future_are_freed_on_the_loop(run, how):
         return False
 
     assert run(main())
+
+
+def test_a_second_await_while_the_result_waits_for_delivery_fails(run):
+    """A second `await` between the Rust future finishing (its output
+    stored, on a tokio worker) and the delivery reaching the loop raises
+    RuntimeError, and the first awaiter gets the value (the second used to
+    take it, leaving the first waiting for good)."""
+
+    async def main():
+        fut = asyncio.get_running_loop().create_future()
+        aw = _ra._bridge_await(fut, early=True)  # finishes once fut does
+
+        async def first_await():
+            return await aw
+
+        first = asyncio.ensure_future(first_await())
+        await asyncio.sleep(0)  # first is suspended on aw
+        assert not aw.done()
+        fut.set_result(42)
+        await asyncio.sleep(0)  # the Rust side hears of it
+        # Block the loop until the output is stored: it cannot be delivered.
+        while not aw.done():
+            time.sleep(0.001)
+        with pytest.raises(RuntimeError, match="is being awaited already"):
+            await aw
+        return await asyncio.wait_for(first, 10)
+
+    assert run(main()) == (True, 42)
+
+
+_AWAIT_AFTER_EXIT = """
+import asyncio, atexit, sys, threading, time
+from rustasync import _rustasync as m
+seen = []
+
+def outcome(make):
+    async def go():
+        try:
+            return repr(await make())
+        except RuntimeError as e:
+            return f"RuntimeError: {e}"
+    return asyncio.run(go())
+
+def after_the_bridge_hook():  # registered first, so it runs after the bridge's hook
+    print(outcome(lambda: m._rust_ready(7)), flush=True)
+    print(outcome(lambda: m._rust_sleep(0.01, 7)), flush=True)
+    print(outcome(lambda: made_before), flush=True)
+    hook_ran.set()
+    daemon_done.wait(10)
+    for line in seen:
+        print(line, flush=True)
+
+atexit.register(after_the_bridge_hook)
+hook_ran, daemon_done = threading.Event(), threading.Event()
+
+async def daemon_main():
+    made_there = m._rust_sleep(30, 1)
+    while not hook_ran.is_set():
+        await asyncio.sleep(0.005)
+    for make in (lambda: made_there, lambda: m._rust_sleep(0.001, 1)):
+        try:
+            await make()
+        except RuntimeError as e:
+            seen.append(f"daemon: RuntimeError: {e}")
+    daemon_done.set()
+
+async def make():
+    return m._rust_sleep(30, "never")
+
+made_before = asyncio.run(make())
+threading.Thread(target=lambda: asyncio.run(daemon_main()), daemon=True).start()
+time.sleep(0.1)
+"""
+
+
+def test_awaiting_a_rust_future_after_the_exit_hook_raises():
+    """An atexit handler that runs after the bridge's hook (registered
+    before the first use) awaiting a Rust future that is not finished gets
+    RuntimeError, as `run_in_executor` raises one at exit; so do tasks on
+    daemon threads (both used to spin at full CPU, for good). A future
+    that is ready when made still gives its value."""
+    p = subprocess.run(
+        [sys.executable, "-c", _AWAIT_AFTER_EXIT], capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    gone = "RuntimeError: cannot await a Rust future after interpreter shutdown"
+    assert p.stdout.splitlines() == ["7", gone, gone, f"daemon: {gone}", f"daemon: {gone}"], (
+        p.stdout
+    )
+
+
+_DAEMON_OUTPUT_DEL = """
+import asyncio, threading, time
+from rustasync import _rustasync as m
+
+class Slow:
+    def __del__(self):  # long enough to give the interpreter away
+        end = time.perf_counter() + 0.02
+        while time.perf_counter() < end:
+            pass
+
+async def daemon_main():
+    while True:
+        rf = m._rust_ready(Slow())  # finished at once, never awaited
+        del rf  # its output's __del__ runs beneath the awaitable's dealloc
+        await asyncio.sleep(0)
+
+threading.Thread(target=lambda: asyncio.run(daemon_main()), daemon=True).start()
+time.sleep(0.2)
+"""
+
+
+def test_exit_while_a_daemon_thread_frees_unawaited_results():
+    """A daemon thread freeing awaitables whose stored result runs Python
+    code when dropped, while the interpreter exits: the exit hook waits for
+    it and results freed after the hook are leaked, so CPython never ends
+    the thread inside the crate's frames (it aborted the process, "FATAL:
+    exception not rethrown", in about half the runs under -X dev)."""
+    for i in range(12):
+        p = subprocess.run(
+            [sys.executable, "-X", "dev", "-c", _DAEMON_OUTPUT_DEL],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert p.returncode == 0, (i, p.returncode, p.stderr[-2000:])
+
+
+def test_a_given_up_future_never_touches_asyncio_off_its_loop():
+    """A bridged future given up (its task cancelled) while its tokio worker
+    waited to schedule an asyncio future leaves that future to the loop's
+    thread: it was cancelled on the worker, which asyncio's debug mode
+    reports as a non-thread-safe call."""
+    unraisable = []
+    old_hook = sys.unraisablehook
+    old_interval = sys.getswitchinterval()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        cancelled = 0
+        for _ in range(100):
+            fut = loop.create_future()
+            fut.add_done_callback(lambda f: None)
+            t = asyncio.ensure_future(_ra._bridge_await(fut))
+            await asyncio.sleep(0)  # polled once, then on its way through tokio
+            end = time.perf_counter() + 0.002
+            while time.perf_counter() < end:  # the worker now waits to attach
+                pass
+            t.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await t
+            await asyncio.sleep(0.002)
+            cancelled += fut.cancelled()
+        return cancelled
+
+    sys.unraisablehook = lambda u: unraisable.append(repr(u.exc_value))
+    sys.setswitchinterval(0.05)  # the loop keeps the interpreter while it cancels
+    try:
+        loop = asyncio.new_event_loop()
+        try:
+            cancelled = loop.run_until_complete(main())
+        finally:
+            loop.close()
+    finally:
+        sys.unraisablehook = old_hook
+        sys.setswitchinterval(old_interval)
+    assert unraisable == []
+    assert cancelled > 0  # the race was reached

@@ -18,10 +18,17 @@
 //!
 //! 3. waits the same way for the threads running Python code beneath the
 //!    crate's own frames (a batch of results being delivered, an awaitable
-//!    making the future it suspends on) to leave them. From then on the
+//!    making the future it suspends on, or dropping or converting an
+//!    output that may run a `__del__`) to leave them. From then on the
 //!    crate runs no Python code beneath its frames: results are no longer
-//!    delivered, and a bridged awaitable that would suspend yields to its
-//!    task instead.
+//!    delivered, outputs are leaked rather than dropped, and an `await`
+//!    that would suspend (or a new future that does not finish on its
+//!    first poll) raises `RuntimeError("cannot await a Rust future after
+//!    interpreter shutdown")`, as `loop.run_in_executor` raises at exit.
+//!
+//! Not covered: a Python object a future drops on a tokio worker goes to
+//! PyO3's reference pool, which PyO3 empties (running any `__del__`) in
+//! whichever thread next enters a PyO3 callback, at exit too.
 //!
 //! Why the third step: before Python 3.14, a daemon thread that wants the
 //! interpreter back once finalization started is ended with

@@ -25,8 +25,11 @@
 //!   is handed to the loop through the loop's wakeup batcher
 //!   ([`crate::runtime`]): one `call_soon_threadsafe` per burst of
 //!   completions, not one per future. On the loop thread, what is left of
-//!   the future is dropped (attached, so the Python objects it held are
-//!   freed at once), and the awaiting task is woken; tokio workers never
+//!   the future (its loop and context references) is dropped, attached,
+//!   and the awaiting task is woken. What the future's body dropped itself
+//!   as it finished (an `async move` block's captures) was dropped on the
+//!   tokio worker, where PyO3 defers Python objects to its reference pool
+//!   (freed by whichever thread next enters a PyO3 callback). Tokio workers never
 //!   attach to the interpreter for it. An output that is not a Python
 //!   object already is converted to one when the awaiting task takes it,
 //!   so one never taken is dropped as the Rust value it is. An aborted
@@ -71,8 +74,10 @@
 //! # Awaiting twice
 //!
 //! Modelled on a coroutine (`send`, `throw`, `close`; one `await`): a
-//! second `await` while a task awaits it raises `RuntimeError("Rust future
-//! is being awaited already")` at once, and one after it finished raises
+//! second `await` while a task awaits it (until that `await` takes the
+//! result or gives up, even once the result is stored on its way to the
+//! loop) raises `RuntimeError("Rust future is being awaited already")` at
+//! once, and one after it finished raises
 //! `RuntimeError("cannot reuse already awaited Rust future")`.
 
 use std::future::{poll_fn, Future};
@@ -104,15 +109,6 @@ enum Output {
     Later(Convert),
 }
 
-impl Output {
-    fn into_py(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        match self {
-            Output::Value(r) => r,
-            Output::Later(f) => f(py),
-        }
-    }
-}
-
 tokio::task_local! {
     /// Set once the awaitable of the bridged future being polled gave up
     /// on it (its task was cancelled, it was closed or freed).
@@ -135,6 +131,10 @@ struct Inner {
     output: Option<Output>,
     wake: Option<Arc<FutureWake>>,
     taken: bool,
+    /// A `__next__` suspended (an `await` is in progress) and has not
+    /// taken the output nor given up since: a second `await` is refused,
+    /// even once the output is stored but not yet delivered.
+    awaiting: bool,
 }
 
 impl Shared {
@@ -355,8 +355,20 @@ where
         let _entered = rt.enter();
         match Pin::new(&mut guarded).poll(&mut Context::from_waker(noop_waker())) {
             Poll::Ready(out) => {
+                // Once exiting, a Rust value is converted now, in the
+                // caller's call, rather than beneath a later `await`.
+                let out = match out {
+                    Output::Later(f) if crate::exit::exiting() => Output::Value(f(py)),
+                    out => out,
+                };
                 shared.lock().output = Some(out);
                 None
+            }
+            Poll::Pending if crate::exit::exiting() => {
+                // It would never be polled again (see `exit`), nor may it
+                // be dropped: leaked, and the call fails.
+                std::mem::forget(guarded);
+                return Err(after_shutdown());
             }
             Poll::Pending => {
                 // Still on the loop's thread: find its batcher now, for
@@ -404,21 +416,52 @@ impl RustFuture {
         let dropped = {
             let mut i = self.shared.lock();
             i.taken = true;
+            i.awaiting = false;
             (i.output.take(), i.wake.take())
         };
-        drop(dropped);
+        release(dropped);
     }
 
-    /// The output, if there is one yet: taken (`taken` is set).
+    /// The output, if there is one yet: taken (`taken` is set, and the
+    /// `await` in progress, if any, is over).
     fn take_outcome(i: &mut Inner) -> Option<Output> {
         let out = i.output.take()?;
         i.taken = true;
+        i.awaiting = false;
         Some(out)
     }
 
-    /// Finish an `await` with its output.
+    /// Finish an `await` with its output. Converting a Rust value may run
+    /// Python code: not once the process is exiting (the value is leaked).
     fn finish_await(py: Python<'_>, outcome: Output) -> PyResult<Option<Py<PyAny>>> {
-        crate::awaitable::complete(py, outcome.into_py(py)?)
+        let value = match outcome {
+            Output::Value(r) => r?,
+            Output::Later(f) => {
+                let Some(_beneath) = crate::exit::python_beneath() else {
+                    std::mem::forget(f);
+                    return Err(after_shutdown());
+                };
+                f(py)?
+            }
+        };
+        crate::awaitable::complete(py, value)
+    }
+}
+
+/// The error of an `await` that would have to wait for a Rust future, or
+/// run Python code beneath the crate's frames, once the process is exiting
+/// (see `exit`); as `loop.run_in_executor` raises `RuntimeError` then.
+fn after_shutdown() -> PyErr {
+    PyRuntimeError::new_err("cannot await a Rust future after interpreter shutdown")
+}
+
+/// Drop what a given-up awaitable held (its output may run Python code
+/// when dropped: a `__del__`): counted as Python code beneath the crate's
+/// frames, and leaked instead once the process is exiting (see `exit`).
+fn release<T>(held: T) {
+    match crate::exit::python_beneath() {
+        Some(_beneath) => drop(held),
+        None => std::mem::forget(held),
     }
 }
 
@@ -428,6 +471,16 @@ impl Drop for RustFuture {
         if let Some(a) = &self.abort {
             a.abort();
         }
+        // Nothing can take the output any more: dropped here, counted
+        // (a dealloc runs attached, on whatever thread freed the awaitable).
+        let held = {
+            let mut i = self.shared.lock();
+            i.awaiting = false;
+            (i.output.take(), i.wake.take())
+        };
+        if held.0.is_some() || held.1.is_some() {
+            release(held);
+        }
     }
 }
 
@@ -436,26 +489,12 @@ impl RustFuture {
     /// Like awaiting a coroutine: raises `RuntimeError` while another
     /// task awaits it.
     fn __await__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
-        let py = slf.py();
-        let current = {
-            let i = slf.get().shared.lock();
-            if i.output.is_some() || i.taken {
-                None
-            } else {
-                i.wake.clone()
-            }
-        };
-        if let Some(w) = current {
-            let waiting = !w
-                .future()
-                .bind(py)
-                .call_method0(pyo3::intern!(py, "done"))?
-                .is_truthy()?;
-            if waiting {
-                return Err(PyRuntimeError::new_err(
-                    "Rust future is being awaited already",
-                ));
-            }
+        // As a coroutine suspended in an `await` is: until that `await`
+        // takes the output or gives up, even once the output is stored.
+        if slf.get().shared.lock().awaiting {
+            return Err(PyRuntimeError::new_err(
+                "Rust future is being awaited already",
+            ));
         }
         Ok(slf)
     }
@@ -483,10 +522,9 @@ impl RustFuture {
             i.wake.clone()
         };
         // At interpreter exit no Python code runs beneath this frame (see
-        // `exit`), and the future will not finish: a bare yield hands the
-        // task back to its loop.
+        // `exit`), and the future will not finish: the `await` fails.
         let Some(_beneath) = crate::exit::python_beneath() else {
-            return Ok(Some(py.None()));
+            return Err(after_shutdown());
         };
         let stale = match &current {
             None => true,
@@ -506,7 +544,10 @@ impl RustFuture {
             match Self::take_outcome(&mut i) {
                 // Finished while we were making the future: no wait.
                 Some(outcome) => (Some(outcome), i.wake.take()),
-                None => (None, i.wake.replace(wake.clone())),
+                None => {
+                    i.awaiting = true;
+                    (None, i.wake.replace(wake.clone()))
+                }
             }
         };
         drop(old);
@@ -533,12 +574,14 @@ impl RustFuture {
         val: Option<Bound<'_, PyAny>>,
         _tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let _beneath = crate::exit::python_beneath();
         self.give_up();
         Err(crate::awaitable::thrown(typ.py(), &typ, val.as_ref(), None).unwrap_or_else(|e| e))
     }
 
     /// Abort the Rust future.
     fn close(&self) {
+        let _beneath = crate::exit::python_beneath();
         self.give_up();
     }
 

@@ -54,7 +54,7 @@
 //! closing or dropping the awaitable (including its collection by the
 //! garbage collector, or a `wait_for` timeout) aborts the tokio task: the
 //! Rust future is dropped at its next suspension point, on the loop's
-//! thread (so Python objects it holds are freed there). An output produced
+//! thread (so Python objects it still holds are freed there). An output produced
 //! meanwhile is dropped. Python awaitables it had asked [`into_future`] to
 //! schedule, and that are not scheduled yet, never are.
 //!
@@ -92,14 +92,20 @@
 //! itself; so an `atexit` callback (registered on first use, run before
 //! finalization starts) stops polling bridged futures: they are neither
 //! polled nor dropped again, and polls in progress are given up to one
-//! second, with the interpreter released, to return. Tokio tasks you spawn
-//! yourself are not covered.
+//! second, with the interpreter released, to return. An `await` that would
+//! have to wait for a Rust future from then on (in an `atexit` handler run
+//! after the crate's, on a daemon thread) raises `RuntimeError`. Tokio tasks
+//! you spawn yourself are not covered, nor are Python objects your future
+//! drops on a tokio worker (PyO3 defers them to its reference pool, emptied
+//! by whichever thread next enters a PyO3 callback).
 //!
 //! **After `fork()`.** The child has none of the parent's threads. A hook
 //! registered with `os.register_at_fork` on first use bumps a fork
 //! generation in the child; the tokio runtime, the waker thread and every
 //! loop's waker are then created again on first use. The parent's copies
 //! are leaked, never dropped, since their threads do not exist in the child.
+//! A child that keeps running a loop it inherited leaves the wakeup bytes
+//! of the parent's waker (their socket pair is shared) to the parent.
 //!
 //! # Ownership
 //!

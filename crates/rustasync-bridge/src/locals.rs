@@ -98,6 +98,14 @@ impl TaskLocals {
         Some(self.0.waker.get_or_init(|| w))
     }
 
+    /// This thread is the one running the loop.
+    pub(crate) fn on_loop_thread(&self, py: Python<'_>) -> bool {
+        match self.known_waker() {
+            Some(w) => w.on_own_thread(),
+            None => running_loop(py).is_ok_and(|lp| lp.is(self.0.event_loop.bind(py))),
+        }
+    }
+
     /// The batcher if it was found already (no Python needed).
     pub(crate) fn known_waker(&self) -> Option<&Arc<LoopWaker>> {
         self.0.waker.get()

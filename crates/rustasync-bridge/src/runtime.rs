@@ -57,6 +57,18 @@ fn thread_key() -> u64 {
     })
 }
 
+/// How long a drain may be due before a push writes its byte again.
+const REWAKE_MS: u64 = 5;
+
+/// Milliseconds since the first call: cheap, monotonic.
+fn monotonic_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
 #[cfg(unix)]
 type Socket = std::os::unix::net::UnixStream;
 
@@ -129,6 +141,9 @@ pub struct LoopWaker {
     /// awaited from Rust): abandoned when the waker is killed.
     watchers: Mutex<Vec<Weak<dyn Completion>>>,
     scheduled: AtomicBool,
+    /// When `scheduled` was last set or its byte written again
+    /// ([`monotonic_ms`]).
+    scheduled_at: AtomicU64,
     dead: AtomicBool,
     /// `None`: the loop has no `add_reader`; use `call_soon_threadsafe`.
     signal: Option<Signal>,
@@ -149,6 +164,7 @@ impl LoopWaker {
                 pending: Mutex::new(Vec::new()),
                 watchers: Mutex::new(Vec::new()),
                 scheduled: AtomicBool::new(false),
+                scheduled_at: AtomicU64::new(0),
                 dead: AtomicBool::new(false),
                 signal,
                 drain: PyOnceLock::new(),
@@ -186,12 +202,18 @@ impl LoopWaker {
             && self.event_loop(py).is_some_and(|l| l.is(lp))
     }
 
+    /// The calling thread is the one that made the waker (its loop's), in
+    /// this process.
+    pub(crate) fn on_own_thread(&self) -> bool {
+        thread_key() == self.thread && self.generation == fork_generation()
+    }
+
     /// Run `c` on the loop thread as soon as possible.
     pub fn push(&self, c: Arc<dyn Completion>) {
         if self.dead.load(Ordering::Acquire) {
             return abandon_all(vec![c]);
         }
-        if thread_key() == self.thread && self.generation == fork_generation() {
+        if self.on_own_thread() {
             // At exit, left undone (see `exit`): never dropped either, as
             // that could run Python code too.
             let Some(_beneath) = crate::exit::python_beneath() else {
@@ -211,7 +233,26 @@ impl LoopWaker {
             // take what we just queued.
             return self.kill();
         }
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
+        if self.scheduled.swap(true, Ordering::AcqRel) {
+            // A drain is due. Should its byte have been consumed without a
+            // drain (the socket is shared with any process forked from this
+            // one), the loop would never be woken again: once it has been
+            // due for a while, a push writes again (at most one extra byte
+            // per `REWAKE_MS`; never one per completion).
+            if let Some(sig) = &self.signal {
+                let now = monotonic_ms();
+                let since = self.scheduled_at.load(Ordering::Relaxed);
+                if now.saturating_sub(since) >= REWAKE_MS
+                    && self
+                        .scheduled_at
+                        .compare_exchange(since, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    sig.notify();
+                }
+            }
+        } else {
+            self.scheduled_at.store(monotonic_ms(), Ordering::Relaxed);
             // Only a thread already attached asks Python (never one that
             // would have to wait for the interpreter, nor one at exit).
             let attached = unsafe { pyo3::ffi::PyGILState_Check() } == 1
@@ -305,6 +346,13 @@ impl LoopWaker {
     /// is left in the batch is leaked, since dropping it could run Python
     /// code as well.
     fn run_pending(&self, py: Python<'_>) {
+        // A forked child still running the parent's loop: the socket pair is
+        // shared with the parent, whose wakeups these bytes are. Left for it
+        // (the reader stays registered: the child shares the parent's
+        // epoll instance, which unregistering would change for both).
+        if self.generation != fork_generation() {
+            return;
+        }
         if let Some(sig) = &self.signal {
             sig.clear();
         }

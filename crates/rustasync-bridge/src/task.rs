@@ -92,7 +92,7 @@ pub fn into_future_with_locals(
     let shared = Arc::new(Shared::default());
     let given_up = crate::future::given_up_flag();
     if given_up.as_ref().is_some_and(|g| g.load(Ordering::SeqCst)) {
-        if let Some(e) = discard(py, &awaitable) {
+        if let Some(e) = discard(py, &awaitable, locals.on_loop_thread(py)) {
             shared.resolve(Err(e));
             return Ok(TaskFuture {
                 shared,
@@ -234,7 +234,10 @@ struct Start {
 /// cancelled before it reached `create_task` never runs; a future is
 /// cancelled. Returns the `CancelledError` to resolve with, or `None` for
 /// other awaitables, which are scheduled and cancelled as before.
-fn discard(py: Python<'_>, aw: &Bound<'_, PyAny>) -> Option<PyErr> {
+///
+/// Off the loop's thread (`on_loop` false) a future is left alone: cancelling
+/// it is not thread-safe; `Start` checks again on the loop's thread.
+fn discard(py: Python<'_>, aw: &Bound<'_, PyAny>, on_loop: bool) -> Option<PyErr> {
     let imports = crate::awaitable::Imports::get(py).ok()?;
     let is = |f: &Py<PyAny>| {
         f.bind(py)
@@ -244,7 +247,7 @@ fn discard(py: Python<'_>, aw: &Bound<'_, PyAny>) -> Option<PyErr> {
     };
     let method = if is(&imports.iscoroutine) {
         pyo3::intern!(py, "close")
-    } else if is(&imports.isfuture) {
+    } else if on_loop && is(&imports.isfuture) {
         pyo3::intern!(py, "cancel")
     } else {
         return None;
@@ -268,7 +271,7 @@ impl Completion for Start {
                 .as_ref()
                 .is_some_and(|g| g.load(Ordering::SeqCst));
         if unwanted {
-            if let Some(e) = discard(py, aw.bind(py)) {
+            if let Some(e) = discard(py, aw.bind(py), true) {
                 return self.shared.resolve(Err(e));
             }
         }
