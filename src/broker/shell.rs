@@ -613,7 +613,7 @@ impl PyNatsChannel {
             if count > u.len() {
                 return Err(PyValueError::new_err("task_done() called too many times"));
             }
-            u.drain(..count).collect()
+            u.drain(..count).map(|(reply, _)| reply).collect()
         };
         for r in replies {
             let _ = self.link.acks.send(AckCmd::Ack(r));
