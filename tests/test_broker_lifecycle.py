@@ -580,3 +580,26 @@ def test_stuck_handle_hands_back_its_buffer(nats_server: NatsServer, max_deliver
         await a.wait_closed()
 
     asyncio.run(main())
+
+
+def test_consumer_takes_many_waiting_pull_requests(nats_server: NatsServer) -> None:
+    """The consumer a receiving handle creates takes far more than the
+    server's default 512 waiting pull requests: each receiving handle keeps
+    one or two waiting, and more handles than that would starve."""
+
+    async def main() -> None:
+        name = fresh()
+        ch = await NatsChannel.connect(nats_server.url, name)
+        await ch.send(b"x")
+        assert await ch.recv() == b"x"
+        ch.task_done()
+        nc = await nats.connect(nats_server.url)
+        try:
+            info = await nc.jetstream().consumer_info(name, name)
+            assert (info.config.max_waiting or 0) >= 4096, info.config.max_waiting
+        finally:
+            await nc.close()
+        ch.close()
+        await ch.wait_closed()
+
+    asyncio.run(main())

@@ -71,6 +71,10 @@ pub struct Options {
     pub connect_timeout: Duration,
 }
 
+/// Pull requests a consumer created here lets wait at once (the server's
+/// default is 512; each receiving handle keeps one or two waiting).
+pub const MAX_WAITING: i64 = 16_384;
+
 /// `ack_wait` of a consumer created without one.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
@@ -263,6 +267,9 @@ impl Link {
             ack_wait: self.ack_wait(),
             max_deliver: self.max_deliver(),
             max_ack_pending: 65_536,
+            // Every receiving handle keeps a pull request or two waiting:
+            // the server's default (512) would starve handles beyond it.
+            max_waiting: MAX_WAITING,
             num_replicas: 0,
             ..Default::default()
         };
