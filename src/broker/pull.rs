@@ -195,8 +195,7 @@ const IDLE_KEEP_WAITS: u32 = 4;
 /// stuck on an item it never acknowledges) hands them back too, rather
 /// than hold them from other consumers for ever.
 async fn idle(link: &Link) {
-    let keep =
-        link.max_deliver() > 0 && link.idle_for() < link.ack_wait() * IDLE_KEEP_WAITS;
+    let keep = link.max_deliver() > 0 && link.idle_for() < link.ack_wait() * IDLE_KEEP_WAITS;
     if !keep {
         hand_back(link);
     }

@@ -664,8 +664,8 @@ impl PyNatsChannel {
         // wait for but the acker. With one, the buffer is naked once the
         // last pull requests have ended: wait for that. Bounded: the
         // session gives up after a few seconds, or `timeout`.
-        let drained = (link.is_closed() && link.max_deliver() > 0)
-            .then(|| link.drained.subscribe());
+        let drained =
+            (link.is_closed() && link.max_deliver() > 0).then(|| link.drained.subscribe());
         let bound = super::pull::ENDING_BOUND + link.opts.timeout;
         future_into_py(py, async move {
             super::rt::on_io(async move {
