@@ -140,7 +140,11 @@ def test_cluster_survives_a_killed_node(nats_cluster: list[NatsServer]) -> None:
         deadline = time.monotonic() + 30
         while True:  # the cluster elects its JetStream leaders first
             try:
-                return await NatsChannel.connect(urls, stream, replicas=3, timeout=3.0)
+                # Items on their way when the node dies come back after
+                # `ack_wait`: keep it well under take()'s 30 s.
+                return await NatsChannel.connect(
+                    urls, stream, replicas=3, timeout=3.0, ack_wait=5.0
+                )
             except (TimeoutError, BrokerError):
                 if time.monotonic() > deadline:
                     raise

@@ -367,7 +367,8 @@ def test_settings_come_from_a_consumer_another_handle_created(nats_server: NatsS
         assert await creator.recv() == b"0"
         creator.task_done()
         creator.close()
-        assert await asyncio.wait_for(early.recv(), 10) == b"1"
+        # Both were naked together: either may come back first.
+        assert await asyncio.wait_for(early.recv(), 10) in (b"1", b"2")
         early.task_done()
         assert early.stats()["ack_wait"] == 1.0
         assert early.stats()["max_deliver"] == 4
@@ -517,3 +518,91 @@ def test_overlong_names_are_refused_before_connecting() -> None:
     # Counted in bytes, as the server does.
     with pytest.raises(ValueError, match="stream"):
         NatsChannel.connect_blocking(url, "ü" * 128, connect_timeout=1)
+
+
+def test_wait_closed_does_not_wait_for_pull_requests(nats_server: NatsServer) -> None:
+    """After everything was consumed, close() + wait_closed() returns once
+    the buffer is handed back and the naks are written, without waiting
+    for the handle's last pull requests (2 s) to expire on the empty
+    stream; items the server hands to those requests meanwhile are naked
+    in the background and reach another consumer at once (well under
+    `ack_wait`, 30 s here)."""
+
+    async def main() -> None:
+        name = fresh()
+        a = await NatsChannel.connect(nats_server.url, name, ack_wait=30.0, prefetch=64)
+        items = numbered(200)
+        await a.send_many(items)
+        got = await take(a, len(items), within=10.0)
+        assert sorted(got, key=int) == items
+        # The stream is empty and a pull request of `a` was just sent.
+        a.close()
+        t0 = time.monotonic()
+        await a.wait_closed()
+        took = time.monotonic() - t0
+        b = await NatsChannel.connect(nats_server.url, name, ack_wait=30.0)
+        later = numbered(300)[200:]
+        # Sent while the last pull requests of `a` may still be waiting.
+        await b.send_many(later)
+        rest = await take(b, len(later), within=10.0)
+        assert sorted(rest, key=int) == later
+        assert took < 1.0, f"wait_closed() took {took:.2f} s: it waited for the pull requests"
+        b.close()
+        await b.wait_closed()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("max_deliver", [None, 5])
+def test_stuck_handle_hands_back_its_buffer(
+    nats_server: NatsServer, max_deliver: int | None
+) -> None:
+    """A handle whose application received one item and then never
+    acknowledged it nor received again (a forgotten task_done(), a hung
+    worker) does not keep its prefetched items alive forever: once its
+    oldest unacknowledged item is older than `ack_wait`, it no longer
+    counts as working, and its buffer goes to another consumer (with a
+    `max_deliver` limit, after a few times `ack_wait`)."""
+
+    async def main() -> None:
+        name = fresh()
+        kw: dict[str, object] = {"ack_wait": 1.0, "prefetch": 10}
+        if max_deliver is not None:
+            kw["max_deliver"] = max_deliver
+        a = await NatsChannel.connect(nats_server.url, name, **kw)  # type: ignore[arg-type]
+        items = numbered(30)
+        await a.send_many(items)
+        await a.recv()  # never acknowledged, and no more receives
+        while len(a) < 9:
+            await asyncio.sleep(0.02)
+        b = await NatsChannel.connect(nats_server.url, name, **kw)  # type: ignore[arg-type]
+        got = await take(b, len(items), within=15.0)
+        assert sorted(set(got), key=int) == items, f"{len(items) - len(set(got))} items held back"
+        a.close()
+        b.close()
+        await a.wait_closed()
+
+    asyncio.run(main())
+
+
+def test_consumer_takes_many_waiting_pull_requests(nats_server: NatsServer) -> None:
+    """The consumer a receiving handle creates takes far more than the
+    server's default 512 waiting pull requests: each receiving handle keeps
+    one or two waiting, and more handles than that would starve."""
+
+    async def main() -> None:
+        name = fresh()
+        ch = await NatsChannel.connect(nats_server.url, name)
+        await ch.send(b"x")
+        assert await ch.recv() == b"x"
+        ch.task_done()
+        nc = await nats.connect(nats_server.url)
+        try:
+            info = await nc.jetstream().consumer_info(name, name)
+            assert (info.config.max_waiting or 0) >= 4096, info.config.max_waiting
+        finally:
+            await nc.close()
+        ch.close()
+        await ch.wait_closed()
+
+    asyncio.run(main())

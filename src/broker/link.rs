@@ -71,6 +71,10 @@ pub struct Options {
     pub connect_timeout: Duration,
 }
 
+/// Pull requests a consumer created here lets wait at once (the server's
+/// default is 512; each receiving handle keeps one or two waiting).
+pub const MAX_WAITING: i64 = 16_384;
+
 /// `ack_wait` of a consumer created without one.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
@@ -96,9 +100,9 @@ pub struct Link {
     /// Items pulled from the server, not yet handed to the application.
     pub buffer: Arc<core::Channel<Delivery>>,
     pub acks: mpsc::UnboundedSender<AckCmd>,
-    /// Reply subjects of items handed out and not yet acknowledged, oldest
-    /// first (explicit-ack mode).
-    pub unacked: Mutex<VecDeque<Subject>>,
+    /// Reply subjects of items handed out and not yet acknowledged, with
+    /// when each was handed out, oldest first (explicit-ack mode).
+    pub unacked: Mutex<VecDeque<(Subject, Instant)>>,
     pulling: AtomicBool,
     closed: AtomicBool,
     pub shutdown: tokio::sync::Notify,
@@ -263,6 +267,9 @@ impl Link {
             ack_wait: self.ack_wait(),
             max_deliver: self.max_deliver(),
             max_ack_pending: 65_536,
+            // Every receiving handle keeps a pull request or two waiting:
+            // the server's default (512) would starve handles beyond it.
+            max_waiting: MAX_WAITING,
             num_replicas: 0,
             ..Default::default()
         };
@@ -325,25 +332,34 @@ impl Link {
     }
 
     /// True while the application works with this handle: a receive is in
-    /// progress, or items it received are not yet acknowledged (it is
-    /// processing them), or, with nothing unacknowledged, a receive or
-    /// `task_done()` ended within the last three quarters of `ack_wait`.
+    /// progress, or the oldest item it received and has not acknowledged
+    /// was handed over less than `ack_wait` ago (it is processing it), or
+    /// a receive or `task_done()` ended within the last three quarters of
+    /// `ack_wait`. An item unacknowledged for longer has been delivered
+    /// elsewhere by now: its holder is stuck (a forgotten `task_done()`, a
+    /// hung worker), and must not keep its buffer alive for ever.
     pub fn receiving(&self) -> bool {
         if self.receives.load(Ordering::Acquire) > 0 {
             return true;
         }
-        if !self
+        let ack_wait = self.ack_wait();
+        let oldest = self
             .unacked
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-        {
+            .front()
+            .map(|&(_, at)| at);
+        if oldest.is_some_and(|at| at.elapsed() < ack_wait) {
             return true;
         }
+        self.idle_for() < ack_wait * 3 / 4
+    }
+
+    /// How long since a receive or `task_done()` last ended.
+    pub fn idle_for(&self) -> Duration {
         let now = self.born.elapsed().as_millis() as u64;
         let last = self.last_receive.load(Ordering::Acquire);
-        let window = (self.ack_wait().as_millis() as u64).saturating_mul(3) / 4;
-        now.saturating_sub(last) < window
+        Duration::from_millis(now.saturating_sub(last))
     }
 
     /// How often buffered items are kept alive: a quarter of `ack_wait`.
@@ -406,7 +422,7 @@ impl Link {
     pub fn hand_back_unacked(&self) {
         let replies: Vec<Subject> = {
             let mut u = self.unacked.lock().unwrap_or_else(|e| e.into_inner());
-            u.drain(..).collect()
+            u.drain(..).map(|(reply, _)| reply).collect()
         };
         for reply in replies {
             let _ = self.acks.send(AckCmd::Nak(reply));

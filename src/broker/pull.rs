@@ -19,13 +19,14 @@
 //! # Items waiting in the buffer
 //!
 //! While the application works with the handle (a receive in progress,
-//! items received and not acknowledged, or, with none, a receive or a
-//! `task_done()` within the last three quarters of `ack_wait`), buffered
-//! items are kept alive with `+WPI` (work in progress) every quarter of
-//! `ack_wait`: waiting in the buffer does not use up their ack wait. An
-//! idle handle pulls no more until it receives again, and hands its
-//! buffered items back (naks them), unless the consumer limits deliveries
-//! (see [`idle`]).
+//! an item received less than `ack_wait` ago and not acknowledged, or a
+//! receive or a `task_done()` within the last three quarters of
+//! `ack_wait`), buffered items are kept alive with `+WPI` (work in
+//! progress) every quarter of `ack_wait`: waiting in the buffer does not
+//! use up their ack wait. An idle handle (or one stuck on an item it never
+//! acknowledges) pulls no more until it receives again, and hands its
+//! buffered items back (naks them); with a deliveries limit, only after a
+//! few times `ack_wait` (see [`idle`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,13 +181,21 @@ pub async fn run_puller(link: Arc<Link>) {
     link.drained.send_replace(true);
 }
 
+/// How long an idle handle keeps its buffered items alive when the
+/// consumer limits deliveries, in multiples of `ack_wait` since it last
+/// received or acknowledged.
+const IDLE_KEEP_WAITS: u32 = 4;
+
 /// Nobody receives: pull nothing until someone does. Buffered items go
 /// back to the server, unless the consumer limits deliveries: then a nak
 /// would spend one of an item's few deliveries without the application
 /// ever seeing it, so they are kept alive here instead (the handle holds
-/// at most `prefetch` of them; close() hands them back).
+/// at most `prefetch` of them; close() hands them back), for
+/// [`IDLE_KEEP_WAITS`] times `ack_wait`: a handle idle that long (or
+/// stuck on an item it never acknowledges) hands them back too, rather
+/// than hold them from other consumers for ever.
 async fn idle(link: &Link) {
-    let keep = link.max_deliver() > 0;
+    let keep = link.max_deliver() > 0 && link.idle_for() < link.ack_wait() * IDLE_KEEP_WAITS;
     if !keep {
         hand_back(link);
     }

@@ -79,10 +79,11 @@ impl Received {
                     let _ = self.link.acks.send(AckCmd::Progress(reply.clone()));
                 }
             }
+            let now = std::time::Instant::now();
             let mut unacked = self.link.unacked.lock().unwrap_or_else(|e| e.into_inner());
             out.into_iter()
                 .map(|(v, reply, _)| {
-                    unacked.push_back(reply);
+                    unacked.push_back((reply, now));
                     v
                 })
                 .collect()

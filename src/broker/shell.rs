@@ -613,7 +613,7 @@ impl PyNatsChannel {
             if count > u.len() {
                 return Err(PyValueError::new_err("task_done() called too many times"));
             }
-            u.drain(..count).collect()
+            u.drain(..count).map(|(reply, _)| reply).collect()
         };
         for r in replies {
             let _ = self.link.acks.send(AckCmd::Ack(r));
@@ -640,23 +640,32 @@ impl PyNatsChannel {
         self.link.close()
     }
 
-    /// Wait until every ack and nak sent so far has been written to the
-    /// server, or `timeout` (of `connect`) has passed while it is
-    /// unreachable (awaitable). On a closed handle, first wait (a few
-    /// seconds at most) until the pull requests it made have ended and
-    /// everything they delivered is handed back. Bounded however many
-    /// are pending: while
-    /// the server is unreachable, acks the client cannot queue within
-    /// `timeout` are dropped (the server delivers those items again).
+    /// Wait until every ack and nak sent so far (on a closed handle: the
+    /// naks of its buffered items) has been written to the server, or
+    /// `timeout` (of `connect`) has passed while it is unreachable
+    /// (awaitable). Bounded however many are pending: while the server is
+    /// unreachable, acks the client cannot queue within `timeout` are
+    /// dropped (the server delivers those items again).
+    ///
+    /// A closed handle's last pull requests live on for up to 2 s on the
+    /// server; what they deliver is naked in the background as it
+    /// arrives, while the process lives (after it exits, those items are
+    /// delivered again after `ack_wait`). With a `max_deliver` limit, the
+    /// buffer is handed back only once those requests have ended (a nak
+    /// before could bring an item back to them, spending a delivery), and
+    /// this waits for that: up to about 2 s.
     ///
     /// Cancel safety: cancelling only stops the waiting.
     fn wait_closed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.check()?;
         let link = self.link.clone();
-        // A closed handle first ends its pull session: its last pull
-        // requests end within a few seconds, then what they delivered is
-        // naked. Bounded: the session gives up after that, or `timeout`.
-        let drained = link.is_closed().then(|| link.drained.subscribe());
+        // Without a `max_deliver` limit, close() naked the buffer at once
+        // and the puller naks each late delivery as it comes: nothing to
+        // wait for but the acker. With one, the buffer is naked once the
+        // last pull requests have ended: wait for that. Bounded: the
+        // session gives up after a few seconds, or `timeout`.
+        let drained =
+            (link.is_closed() && link.max_deliver() > 0).then(|| link.drained.subscribe());
         let bound = super::pull::ENDING_BOUND + link.opts.timeout;
         future_into_py(py, async move {
             super::rt::on_io(async move {

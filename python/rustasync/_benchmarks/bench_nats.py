@@ -11,7 +11,10 @@ through a durable pull consumer in batches (rustasync: `recv_many`;
 nats-py: `fetch(batch=1000)`) and acknowledge each. Each message carries
 its send time (CLOCK_MONOTONIC, shared by the machine's processes) and its
 index: the consumer checks the count, the publish-to-receive latency of
-every 64th message is reported as p50/p99.
+every 64th message is reported as p50/p99. The time runs from the first
+publish to the last message received and acknowledged; closing the
+consumer (rustasync: `close()` + `wait_closed()`; nats-py: `flush()` +
+`close()`) is timed on its own and reported beside it.
 
 Two shapes: producer and consumer as two tasks of one process, and the
 producer in a second process. A small validation run of each side checks
@@ -120,7 +123,7 @@ async def ra_produce(url: str, stream: str, n: int, storage: str) -> None:
 
 async def ra_consume(
     url: str, stream: str, n: int, storage: str, ready: Any, indices: list[int] | None
-) -> list[int]:
+) -> tuple[list[int], float, float]:
     ch = await _ra_channel(url, stream, storage)
     ready()
     got, lat = 0, []
@@ -130,9 +133,10 @@ async def ra_consume(
         got += len(batch)
         ch.task_done(len(batch))
     assert got == n, (got, n)
+    done = time.perf_counter()
     ch.close()
     await ch.wait_closed()
-    return lat
+    return lat, done, time.perf_counter() - done
 
 
 # -------------------------------------------------------------------- nats-py
@@ -167,7 +171,7 @@ async def py_produce(url: str, stream: str, n: int, storage: str) -> None:
 
 async def py_consume(
     url: str, stream: str, n: int, storage: str, ready: Any, indices: list[int] | None
-) -> list[int]:
+) -> tuple[list[int], float, float]:
     import nats.errors
 
     nc, js = await _py_js(url, stream, storage)
@@ -184,9 +188,10 @@ async def py_consume(
         for m in msgs:
             await m.ack()
     assert got == n, (got, n)
+    done = time.perf_counter()
     await nc.flush()
     await nc.close()
-    return lat
+    return lat, done, time.perf_counter() - done
 
 
 IMPLS = {"rustasync NatsChannel": (ra_produce, ra_consume), "nats-py": (py_produce, py_consume)}
@@ -195,31 +200,32 @@ IMPLS = {"rustasync NatsChannel": (ra_produce, ra_consume), "nats-py": (py_produ
 # --------------------------------------------------------------------- shapes
 
 
-def _one_process(
-    impl: str, url: str, n: int, storage: str, indices: list[int] | None
-) -> tuple[float, list[int]]:
+# A shape returns the time from the first publish to the last message
+# consumed, the latencies, and how long closing the consumer took.
+Result = tuple[float, list[int], float]
+
+
+def _one_process(impl: str, url: str, n: int, storage: str, indices: list[int] | None) -> Result:
     produce, consume = IMPLS[impl]
     stream = "b" + uuid.uuid4().hex[:10]
 
-    async def main() -> tuple[float, list[int]]:
+    async def main() -> Result:
         ready = asyncio.Event()
         consumer = asyncio.ensure_future(consume(url, stream, n, storage, ready.set, indices))
         await ready.wait()
         t0 = time.perf_counter()
         await produce(url, stream, n, storage)
-        lat = await consumer
-        return time.perf_counter() - t0, lat
+        lat, done, close_s = await consumer
+        return done - t0, lat, close_s
 
     return asyncio.run(main())
 
 
-def _two_processes(
-    impl: str, url: str, n: int, storage: str, indices: list[int] | None
-) -> tuple[float, list[int]]:
+def _two_processes(impl: str, url: str, n: int, storage: str, indices: list[int] | None) -> Result:
     _, consume = IMPLS[impl]
     stream = "b" + uuid.uuid4().hex[:10]
 
-    async def main() -> tuple[float, list[int]]:
+    async def main() -> Result:
         ready = asyncio.Event()
         consumer = asyncio.ensure_future(consume(url, stream, n, storage, ready.set, indices))
         await ready.wait()
@@ -227,9 +233,9 @@ def _two_processes(
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", __name__, "--produce", impl, url, stream, str(n), storage
         )
-        lat = await consumer
+        lat, done, close_s = await consumer
         assert await proc.wait() == 0
-        return time.perf_counter() - t0, lat
+        return done - t0, lat, close_s
 
     return asyncio.run(main())
 
@@ -255,12 +261,14 @@ def run(args: argparse.Namespace | None = None) -> list[dict[str, Any]]:
         validate(server.url, args.storage)
         times: dict[tuple[str, str], list[float]] = {}
         lats: dict[tuple[str, str], list[int]] = {}
+        closes: dict[tuple[str, str], list[float]] = {}
         for _ in range(args.reps):
             for shape_name, shape in SHAPES.items():
                 for impl in IMPLS:
-                    dt, lat = shape(impl, server.url, n, args.storage, None)
+                    dt, lat, close_s = shape(impl, server.url, n, args.storage, None)
                     times.setdefault((shape_name, impl), []).append(dt)
                     lats.setdefault((shape_name, impl), []).extend(lat)
+                    closes.setdefault((shape_name, impl), []).append(close_s)
     finally:
         server.close()
     rows = []
@@ -278,6 +286,7 @@ def run(args: argparse.Namespace | None = None) -> list[dict[str, Any]]:
                     "ratio": base / med,
                     "p50_ms": q[49] / 1e6,
                     "p99_ms": q[98] / 1e6,
+                    "close_ms": statistics.median(closes[(shape_name, impl)]) * 1e3,
                     "rounds": len(times[(shape_name, impl)]),
                 }
             )
@@ -286,13 +295,15 @@ def run(args: argparse.Namespace | None = None) -> list[dict[str, Any]]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     out = [
-        "| workload | client | median s | items/s | ratio vs nats-py | p50 ms | p99 ms |",
-        "|---|---|---|---|---|---|---|",
+        "| workload | client | median s | items/s | ratio vs nats-py | p50 ms | p99 ms "
+        "| close ms |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
             f"| {r['workload']} | {r['impl']} | {r['median_s']:.2f} | {r['items_per_s']:,.0f} "
-            f"| {r['ratio']:.2f}× | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
+            f"| {r['ratio']:.2f}× | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
+            f"| {r['close_ms']:.0f} |"
         )
     return "\n".join(out)
 
