@@ -525,6 +525,42 @@ def test_asyncio_run_closing_with_awaits_from_rust_in_flight_is_silent():
         assert (p.returncode, p.stdout, p.stderr) == (0, "0\n", ""), (i, p.stderr[-2000:])
 
 
+def test_an_output_given_up_on_as_the_future_finishes_is_freed(run):
+    """A Rust future that finishes (here with an exception) just after its
+    awaiting task was cancelled does not keep its output: nothing takes it,
+    and an output that leads back to the task (a traceback through the
+    frames holding it, as when `asyncio.run` cancels everything) made a
+    cycle the collector cannot see (regression: kept for good)."""
+
+    class Boom(Exception):
+        pass
+
+    refs = []
+    state = {}
+
+    def fail(i):
+        time.sleep(0.2)  # on the tokio worker: the task is cancelled meanwhile
+        e = Boom()
+        e.box = state.pop("box")  # leads back to the awaiting task
+        refs.append(weakref.ref(e))
+        raise e
+
+    async def main():
+        task = asyncio.ensure_future(_ra._rust_await_each("rustasync-bridge", fail, 1, False))
+        state["box"] = [task]
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await wait_until(lambda: bool(refs))
+        await asyncio.sleep(0.05)  # the output reaches the loop
+
+    run(main())
+    gc.collect()
+    _ra._bridge_sleep_counts()  # lets objects released on tokio threads go
+    gc.collect()
+    assert refs and refs[0]() is None
+
+
 # -- the runtime given with init_with_handle shuts down --
 
 _SHUTDOWN = """

@@ -151,20 +151,32 @@ impl Shared {
         leftover: Option<L>,
         waker: Option<&Arc<LoopWaker>>,
     ) {
-        let via = {
+        let (via, unwanted) = {
             let mut i = self.lock();
-            i.output = Some(out);
-            waker
+            // Given up meanwhile (the awaiting task was cancelled as the
+            // future finished): nothing will take the output. It is not
+            // stored, where nothing would free it (an exception's traceback
+            // can lead back to the awaiting task, a cycle the collector
+            // cannot see), but dropped with the leftovers.
+            let unwanted = match i.taken {
+                true => Some(out),
+                false => {
+                    i.output = Some(out);
+                    None
+                }
+            };
+            let via = waker
                 .cloned()
-                .or_else(|| i.wake.as_ref().map(|w| w.loop_waker().clone()))
+                .or_else(|| i.wake.as_ref().map(|w| w.loop_waker().clone()));
+            (via, unwanted)
         };
         match via {
             Some(w) => w.push(Arc::new(Deliver {
                 shared: self.clone(),
-                leftover: Mutex::new(leftover),
+                leftover: Mutex::new(Some((leftover, unwanted))),
             })),
             // No loop known yet: nobody awaits it yet either.
-            None => drop(leftover),
+            None => drop((leftover, unwanted)),
         }
     }
 }
@@ -172,7 +184,8 @@ impl Shared {
 /// An output on its way to the loop's thread.
 struct Deliver<L> {
     shared: Arc<Shared>,
-    leftover: Mutex<Option<L>>,
+    /// What the future still held, and an output given up on.
+    leftover: Mutex<Option<(Option<L>, Option<Output>)>>,
 }
 
 impl<L: Send + 'static> Completion for Deliver<L> {

@@ -89,8 +89,11 @@ pub fn into_future_with_locals(
     awaitable: Bound<'_, PyAny>,
 ) -> PyResult<TaskFuture> {
     let py = awaitable.py();
-    let shared = Arc::new(Shared::default());
     let given_up = crate::future::given_up_flag();
+    let shared = Arc::new(Shared {
+        given_up: given_up.clone(),
+        ..Shared::default()
+    });
     if given_up.as_ref().is_some_and(|g| g.load(Ordering::SeqCst)) {
         if let Some(e) = discard(py, &awaitable, locals.on_loop_thread(py)) {
             shared.resolve(Err(e));
@@ -129,6 +132,8 @@ pub struct TaskFuture {
 #[derive(Default)]
 struct Shared {
     state: Mutex<State>,
+    /// The given-up flag of the bridged future that asked (see `Start`).
+    given_up: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Default)]
@@ -160,12 +165,29 @@ impl Shared {
 
     /// Store the outcome and wake the Rust side; the task is let go
     /// (dropped with no lock held).
+    ///
+    /// Once the bridged future that awaits it gave up (it is about to be
+    /// aborted), the outcome is dropped here, on the loop's thread, and an
+    /// error that holds no Python object is stored instead: nothing will
+    /// take it, and until tokio drops the aborted future it would keep the
+    /// outcome alive (a `CancelledError`'s traceback holds the frames of
+    /// whoever cancelled the task, e.g. every task `asyncio.run` cancels
+    /// as it closes its loop).
     fn resolve(&self, outcome: PyResult<Py<PyAny>>) {
+        let (outcome, unwanted) = match &self.given_up {
+            Some(g) if g.load(Ordering::SeqCst) => (
+                Err(PyRuntimeError::new_err(
+                    "the bridged future awaiting the task gave up on it",
+                )),
+                Some(outcome),
+            ),
+            _ => (outcome, None),
+        };
         let (old, task, waker) = {
             let mut s = self.lock();
             (s.outcome.replace(outcome), s.task.take(), s.waker.take())
         };
-        drop((old, task));
+        drop((old, task, unwanted));
         if let Some(w) = waker {
             w.wake();
         }
