@@ -94,7 +94,7 @@ use pyo3::{IntoPyObjectExt, PyTraverseError, PyVisit};
 use crate::locals::TaskLocals;
 
 use crate::panic::panic_to_pyerr;
-use crate::runtime::{Completion, FutureWake, LoopWaker};
+use crate::runtime::{take, Completion, FutureWake, LoopWaker};
 
 /// Makes a Rust output a Python object.
 type Convert = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
@@ -221,10 +221,6 @@ impl<L: Send + 'static> Completion for Release<L> {
     fn complete(self: Arc<Self>, _py: Python<'_>) {
         drop(take(&self.0));
     }
-}
-
-fn take<T>(m: &Mutex<Option<T>>) -> Option<T> {
-    m.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
 /// A bridged future as spawned on tokio. When it finishes, it resolves to

@@ -281,11 +281,7 @@ impl LoopWaker {
         let Some(lp) = self.event_loop(py) else {
             return self.kill();
         };
-        let closed = lp
-            .call_method0(pyo3::intern!(py, "is_closed"))
-            .and_then(|v| v.is_truthy())
-            .unwrap_or(true);
-        if closed {
+        if loop_is_closed(&lp) {
             return self.kill();
         }
         let drain = self.drain.get_or_init(py, || {
@@ -735,17 +731,25 @@ pub fn loop_waker(py: Python<'_>, lp: &Bound<'_, PyAny>) -> PyResult<Arc<LoopWak
     Ok(w)
 }
 
+/// `loop.is_closed()`, a loop that cannot answer counting as closed.
+pub(crate) fn loop_is_closed(lp: &Bound<'_, PyAny>) -> bool {
+    lp.call_method0(pyo3::intern!(lp.py(), "is_closed"))
+        .and_then(|v| v.is_truthy())
+        .unwrap_or(true)
+}
+
+/// Take what a `Mutex<Option<T>>` holds, a poisoned lock included.
+pub(crate) fn take<T>(m: &std::sync::Mutex<Option<T>>) -> Option<T> {
+    m.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
 impl LoopWaker {
     /// Its loop still exists, is open, and belongs to this process.
     fn is_live(&self, py: Python<'_>) -> bool {
         if self.generation != fork_generation() || self.dead.load(Ordering::Acquire) {
             return false;
         }
-        self.event_loop(py).is_some_and(|lp| {
-            !lp.call_method0(pyo3::intern!(py, "is_closed"))
-                .and_then(|v| v.is_truthy())
-                .unwrap_or(true)
-        })
+        self.event_loop(py).is_some_and(|lp| !loop_is_closed(&lp))
     }
 }
 

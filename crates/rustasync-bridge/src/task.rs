@@ -66,7 +66,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyCFunction, PyDict};
 
 use crate::locals::{get_current_locals, TaskLocals};
-use crate::runtime::Completion;
+use crate::runtime::{take, Completion};
 
 mod coro;
 
@@ -410,10 +410,6 @@ impl Completion for Cancel {
     }
 }
 
-fn take<T>(m: &Mutex<Option<T>>) -> Option<T> {
-    m.lock().unwrap_or_else(|e| e.into_inner()).take()
-}
-
 /// Run `c` on the loop of `locals`: through its wakeup batcher when it is
 /// known, else (locals made off the loop's thread, e.g. from
 /// pyo3-async-runtimes' own) with one `call_soon_threadsafe`, never on a
@@ -423,11 +419,7 @@ fn run_on_loop(py: Python<'_>, locals: &TaskLocals, c: Arc<dyn Completion>) {
         return w.push(c);
     }
     let lp = locals.event_loop(py);
-    let closed = lp
-        .call_method0(pyo3::intern!(py, "is_closed"))
-        .and_then(|v| v.is_truthy())
-        .unwrap_or(true);
-    if closed {
+    if crate::runtime::loop_is_closed(&lp) {
         return c.abandon();
     }
     let once = Mutex::new(Some(c.clone()));
